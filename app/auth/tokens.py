@@ -1,0 +1,176 @@
+"""Verifying bearer tokens into a :class:`Principal`.
+
+The token's header never picks the verification path on its own: HMAC algorithms are only tried with the
+shared secret and asymmetric ones only with JWKS keys that declare (or, by key type, permit) that
+algorithm. ``alg: none`` and every algorithm outside those two lists are refused before any crypto runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Any
+
+import jwt
+import msgspec
+from jwt.types import Options
+
+from app.auth.keys import ASYMMETRIC_ALGORITHMS, HMAC_ALGORITHMS, JWKSCache, VerificationKey
+from app.config import Settings
+from app.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, USER_ID_MAX_LENGTH
+
+__all__ = ("InvalidTokenError", "Principal", "TokenVerifier")
+
+logger = logging.getLogger(__name__)
+
+#: Far above any real JWT (Better Auth's are < 1 KiB); refuse larger ones before parsing them.
+MAX_TOKEN_LENGTH = 8192
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The authenticated caller, as the token's issuer describes them."""
+
+    id: str
+    email: str | None = None
+    name: str | None = None
+
+
+class InvalidTokenError(Exception):
+    """A bearer token was presented but cannot be accepted; ``reason`` is safe to show and to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, expiry, not-before, issuer and audience; then reads the principal."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        jwks: JWKSCache | None,
+        issuer: str | None,
+        audience: str | None,
+        leeway: int,
+    ) -> None:
+        self.secret = secret
+        self.jwks = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+        self._options: Options = {"require": ["exp", "sub"], "verify_aud": audience is not None}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenVerifier:
+        """Build the verifier the settings describe (either key source, both, or neither)."""
+        jwks_url = settings.jwks_url
+        jwks = (
+            JWKSCache(
+                jwks_url,
+                timeout=settings.jwt_jwks_timeout_seconds,
+                min_refresh_interval=settings.jwt_jwks_min_refresh_interval_seconds,
+                max_age=settings.jwt_jwks_max_age_seconds,
+            )
+            if jwks_url is not None
+            else None
+        )
+        return cls(
+            secret=settings.jwt_secret,
+            jwks=jwks,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            leeway=settings.jwt_leeway_seconds,
+        )
+
+    @property
+    def configured(self) -> bool:
+        """Whether any key source exists; without one no token can ever be accepted."""
+        return self.secret is not None or self.jwks is not None
+
+    async def verify(self, token: str) -> Principal:
+        """Return the principal of a valid token or raise :class:`InvalidTokenError` saying why not."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidTokenError("token too large")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise InvalidTokenError("malformed token") from None
+        algorithm = header.get("alg")
+        kid = header.get("kid")
+        if not isinstance(algorithm, str) or (kid is not None and not isinstance(kid, str)):
+            raise InvalidTokenError("malformed token header")
+
+        keys = await self._keys_for(algorithm, kid)
+        claims = self._decode(token, algorithm, keys)
+        return _principal_from(claims)
+
+    async def _keys_for(self, algorithm: str, kid: str | None) -> list[object]:
+        if algorithm in HMAC_ALGORITHMS:
+            if self.secret is None:
+                raise InvalidTokenError("algorithm not allowed")
+            return [self.secret]
+        if algorithm in ASYMMETRIC_ALGORITHMS:
+            if self.jwks is None:
+                raise InvalidTokenError("algorithm not allowed")
+            found: list[VerificationKey] = await self.jwks.candidates(kid, algorithm)
+            if not found:
+                raise InvalidTokenError("unknown signing key")
+            return [key.key for key in found]
+        raise InvalidTokenError("algorithm not allowed")
+
+    def _decode(self, token: str, algorithm: str, keys: list[object]) -> dict[str, Any]:
+        failure: InvalidTokenError | None = None
+        for key in keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key=key,  # type: ignore[arg-type]
+                    algorithms=[algorithm],
+                    issuer=self.issuer,
+                    audience=self.audience,
+                    leeway=self.leeway,
+                    options=self._options,
+                )
+            except jwt.InvalidSignatureError:
+                failure = InvalidTokenError("invalid signature")
+            except jwt.ExpiredSignatureError:
+                raise InvalidTokenError("token expired") from None
+            except jwt.ImmatureSignatureError:
+                raise InvalidTokenError("token not yet valid") from None
+            except jwt.InvalidIssuerError:
+                raise InvalidTokenError("invalid issuer") from None
+            except jwt.InvalidAudienceError:
+                raise InvalidTokenError("invalid audience") from None
+            except jwt.MissingRequiredClaimError as exc:
+                raise InvalidTokenError(f"missing claim {exc.claim}") from None
+            except jwt.InvalidKeyError:
+                failure = InvalidTokenError("key does not match algorithm")
+            except jwt.InvalidTokenError:
+                raise InvalidTokenError("malformed token") from None
+        raise failure or InvalidTokenError("invalid signature")
+
+
+def _clean(value: object, limit: int) -> str | None:
+    """A claim as storable text, or ``None`` if it is not a usable string."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > limit or any(unicodedata.category(ch) == "Cc" for ch in value):
+        return None
+    return value
+
+
+def _principal_from(claims: dict[str, Any]) -> Principal:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject or len(subject) > USER_ID_MAX_LENGTH:
+        raise InvalidTokenError("invalid subject")
+    if any(unicodedata.category(ch) in {"Cc", "Zs", "Zl", "Zp"} or ch == "/" for ch in subject):
+        # The subject appears in URL paths; whitespace, separators and control characters cannot.
+        raise InvalidTokenError("invalid subject")
+    return Principal(
+        id=subject,
+        email=_clean(claims.get("email"), EMAIL_MAX_LENGTH),
+        name=_clean(claims.get("name"), NAME_MAX_LENGTH),
+    )

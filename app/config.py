@@ -1,0 +1,150 @@
+"""Settings: one frozen, typed object read from the environment (and an optional ``.env``) once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+from dotenv import dotenv_values
+
+__all__ = ("ConfigError", "Settings", "load_settings")
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/todo.sqlite3"
+#: Better Auth serves its API under this path unless ``basePath`` is changed.
+BETTER_AUTH_BASE_PATH = "/api/auth"
+#: HS256 keys shorter than the hash output are brute-forceable (RFC 7518 §3.2).
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Every setting of the service. Field ``foo_bar`` is read from the variable ``FOO_BAR``."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
+    database_pool_timeout: Seconds = 5.0
+    database_connect_timeout: Seconds = 10.0
+    database_statement_timeout: Seconds = 10.0
+    # ``None`` means: detect from the host name (Neon's pooled hosts contain ``-pooler``).
+    database_pooler: bool | None = None
+    database_echo: bool = False
+
+    better_auth_url: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_secret: str | None = None
+    jwt_leeway_seconds: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    jwt_jwks_timeout_seconds: Seconds = 5.0
+    jwt_jwks_min_refresh_interval_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
+    jwt_jwks_max_age_seconds: Seconds = 300.0
+
+    cors_origins: tuple[str, ...] = ("http://localhost:3000",)
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    log_level: LogLevel = "INFO"
+
+    def __post_init__(self) -> None:
+        _check_database_url(self.database_url)
+        for name in ("better_auth_url", "jwt_jwks_url"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_http_url(name, value)
+        if self.jwt_secret is not None and len(self.jwt_secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+        for origin in self.cors_origins:
+            if origin != "*":
+                _check_http_url("cors_origins", origin)
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where the asymmetric verification keys are published, if anywhere."""
+        if self.jwt_jwks_url is not None:
+            return self.jwt_jwks_url
+        if self.better_auth_url is None:
+            return None
+        parts = urlsplit(self.better_auth_url)
+        base = self.better_auth_url.rstrip("/")
+        # BETTER_AUTH_URL is usually the bare origin; when it already carries the auth base path, keep it.
+        return f"{base}/jwks" if parts.path.strip("/") else f"{base}{BETTER_AUTH_BASE_PATH}/jwks"
+
+    @property
+    def token_issuer(self) -> str | None:
+        """The ``iss`` every accepted token must carry (Better Auth signs its origin)."""
+        return self.jwt_issuer or _origin(self.better_auth_url)
+
+    @property
+    def token_audience(self) -> str | None:
+        """The ``aud`` every accepted token must carry (Better Auth signs its origin)."""
+        return self.jwt_audience or _origin(self.better_auth_url)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> Settings:
+    """Read settings from ``environ`` (default: the process environment) over an optional ``.env`` file."""
+    source: dict[str, str] = {}
+    if env_file is not None and env_file.is_file():
+        source.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    source.update(os.environ if environ is None else environ)
+
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        value = source.get(name.upper())
+        if value is None or value.strip() == "":
+            continue
+        if name == "cors_origins":
+            raw[name] = _split_list(value)
+        elif name == "log_level":
+            raw[name] = value.strip().upper()
+        else:
+            raw[name] = value.strip()
+    try:
+        # strict=False lets msgspec turn "10" into 10 and "true" into True.
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_name_setting(str(exc))) from None
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip().rstrip("/") for item in value.split(",") if item.strip()]
+
+
+def _name_setting(message: str) -> str:
+    """Rewrite msgspec's ``- at `$.database_pool_size``` into the environment variable's name."""
+    text, sep, path = message.rpartition(" - at `$.")
+    if not sep:
+        return message
+    field = path.rstrip("`").split("[", 1)[0]
+    return f"{field.upper()}: {text}"
+
+
+def _origin(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_http_url(name: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ConfigError(f"{name.upper()} must be an http(s) URL, got {value!r}")
+
+
+def _check_database_url(value: str) -> None:
+    scheme = urlsplit(value).scheme
+    allowed = {"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"}
+    if scheme not in allowed:
+        raise ConfigError(
+            f"DATABASE_URL must start with one of {', '.join(sorted(allowed))}:// (got {scheme or 'no'} scheme)"
+        )

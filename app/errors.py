@@ -1,0 +1,206 @@
+"""The one place where exceptions become RFC 9457 problem-details responses."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, Literal, get_args
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+__all__ = (
+    "PROBLEM_JSON",
+    "DomainError",
+    "FieldError",
+    "NotFoundError",
+    "ProblemDetails",
+    "ServiceUnavailableError",
+    "exception_handlers",
+    "explain_pattern",
+    "problem_response",
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+#: Seconds a client should wait before retrying when the database is unavailable.
+RETRY_AFTER_SECONDS = 1
+
+FieldSource = Literal["body", "query", "path", "header"]
+_SOURCES = frozenset(get_args(FieldSource))
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    """One invalid part of a request."""
+
+    field: str
+    message: str
+    source: FieldSource = "body"
+
+
+class ProblemDetails(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An error response body (RFC 9457)."""
+
+    title: str
+    status: int
+    detail: str
+    type: str = "about:blank"
+    errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
+
+
+class DomainError(Exception):
+    """An expected failure raised by a service and mapped to an HTTP status here."""
+
+    status_code: int = 400
+    detail: str = "The request cannot be processed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+
+
+class NotFoundError(DomainError):
+    """The resource does not exist, or belongs to someone else (the two are indistinguishable on purpose)."""
+
+    status_code = 404
+    detail = "Not found."
+
+
+class ServiceUnavailableError(DomainError):
+    """A dependency (the database) cannot answer right now; retrying later may succeed."""
+
+    status_code = 503
+    detail = "The service is temporarily unavailable; retry shortly."
+
+
+_PATTERN_MEANINGS: dict[str, str] = {}
+
+
+def explain_pattern(pattern: str, meaning: str) -> str:
+    """Register how a regex constraint reads to a person; msgspec's own message only quotes the regex."""
+    _PATTERN_MEANINGS[f"matching regex {pattern!r}"] = meaning
+    return pattern
+
+
+def _readable(message: str) -> str:
+    for quoted, meaning in _PATTERN_MEANINGS.items():
+        if quoted in message:
+            return meaning
+    return message
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response[ProblemDetails]:
+    """Build a problem-details response; every error body of the service goes through here."""
+    body = ProblemDetails(
+        title=HTTPStatus(status).phrase,
+        status=status,
+        detail=detail,
+        errors=list(errors) if errors else msgspec.UNSET,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
+
+
+def _validation_response(errors: Sequence[FieldError]) -> Response[ProblemDetails]:
+    count = len(errors)
+    detail = "1 field is invalid." if count == 1 else f"{count} fields are invalid."
+    return problem_response(422, detail, errors=errors)
+
+
+_MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+
+
+def _field_from_msgspec(message: str) -> FieldError:
+    """Split msgspec's ``Expected `str` of length <= 200 - at `$.title``` into field and message."""
+    match = _MSGSPEC_PATH.match(message)
+    if match is None:  # pragma: no cover - the pattern matches every string
+        return FieldError(field="body", message=message)
+    path = (match.group("path") or "").lstrip(".")
+    return FieldError(field=path or "body", message=_readable(match.group("message")))
+
+
+def _on_msgspec_validation(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[ProblemDetails]:
+    return _validation_response([_field_from_msgspec(str(exc))])
+
+
+def _on_msgspec_decode(_: Request[Any, Any, Any], exc: msgspec.DecodeError) -> Response[ProblemDetails]:
+    return _validation_response([FieldError(field="body", message=f"Malformed JSON: {exc}")])
+
+
+def _on_litestar_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ProblemDetails]:
+    errors: list[FieldError] = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        key = str(item.get("key", "body"))
+        source = item.get("source", "body")
+        message = _readable(str(item.get("message", "Invalid value")))
+        if key == "data":
+            key, message = "body", "A JSON request body is required."
+        errors.append(FieldError(field=key, message=message, source=source if source in _SOURCES else "body"))
+    if not errors:
+        errors.append(FieldError(field="body", message=exc.detail))
+    return _validation_response(errors)
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
+    status = exc.status_code
+    detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
+    if status >= 500:
+        logger.error("HTTP %s raised: %s", status, exc.detail)
+    return problem_response(status, detail, headers=exc.headers)
+
+
+def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
+    return problem_response(exc.status_code, exc.detail, headers=headers)
+
+
+def _on_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+    logger.warning("Database unavailable: %s: %s", type(exc).__name__, exc)
+    return problem_response(503, ServiceUnavailableError.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def _on_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[ProblemDetails]:
+    # Lost connections and timeouts are transient; anything else is a bug and must be seen as one.
+    if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        return _on_database_unavailable(request, exc)
+    return _on_unexpected(request, exc)
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500, "An unexpected error occurred.")
+
+
+def _default_detail(status: int) -> str:
+    try:
+        return HTTPStatus(status).description or HTTPStatus(status).phrase
+    except ValueError:  # pragma: no cover - Litestar only raises standard codes
+        return "Error"
+
+
+exception_handlers: ExceptionHandlersMap = {
+    msgspec.ValidationError: _on_msgspec_validation,
+    msgspec.DecodeError: _on_msgspec_decode,
+    ValidationException: _on_litestar_validation,
+    HTTPException: _on_http_exception,
+    DomainError: _on_domain_error,
+    PoolTimeoutError: _on_database_unavailable,
+    TimeoutError: _on_database_unavailable,
+    ConnectionError: _on_database_unavailable,
+    DBAPIError: _on_database_error,
+    Exception: _on_unexpected,
+}
+"""Exception type → handler, registered on the app. Litestar picks the most specific type in the MRO."""

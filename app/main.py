@@ -1,0 +1,96 @@
+"""create_app(): wiring only — plugins, middleware, routers, OpenAPI and exception mapping."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.logging import LoggingConfig
+from litestar.middleware import DefineMiddleware
+
+from app.auth import BearerAuthMiddleware, TokenVerifier
+from app.config import Settings, load_settings
+from app.db import alchemy_config
+from app.errors import exception_handlers
+from app.health import HealthController
+from app.openapi import finalize_schema, openapi_config
+from app.tasks.controller import TaskController
+from app.users.service import UserProvisioner
+
+__all__ = ("create_app",)
+
+logger = logging.getLogger(__name__)
+
+#: Task bodies are a few KiB at most; anything far larger is refused before it is read whole.
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+
+
+def _app_version() -> str:
+    try:
+        return version("todo-api")
+    except PackageNotFoundError:
+        return "0.1.0"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the application for ``settings`` (default: read from the environment and ``.env``)."""
+    settings = settings or load_settings()
+    verifier = TokenVerifier.from_settings(settings)
+    provisioner = UserProvisioner()
+
+    async def warm_up_keys() -> None:
+        if not verifier.configured:
+            logger.warning(
+                "No token key source configured (BETTER_AUTH_URL, JWT_JWKS_URL or JWT_SECRET): "
+                "every /api request will be answered 401."
+            )
+        if verifier.jwks is not None:
+            # Loading the JWKS now keeps the fetch off the first request; failure here is not fatal,
+            # the cache retries on the first token it cannot verify.
+            await verifier.jwks.refresh()
+
+    async def close_keys() -> None:
+        if verifier.jwks is not None:
+            await verifier.jwks.aclose()
+
+    app = Litestar(
+        route_handlers=[HealthController, TaskController],
+        plugins=[SQLAlchemyPlugin(config=alchemy_config(settings))],
+        middleware=[
+            DefineMiddleware(
+                BearerAuthMiddleware,
+                verifier=verifier,
+                exclude=["^/schema"],
+                exclude_from_auth_key="exclude_from_auth",
+            )
+        ],
+        dependencies={
+            "provisioner": Provide(lambda: provisioner, use_cache=True, sync_to_thread=False),
+            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
+        },
+        exception_handlers=exception_handlers,
+        cors_config=CORSConfig(
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
+            expose_headers=["X-Total-Count", "Location", "ETag"],
+            max_age=600,
+        ),
+        openapi_config=openapi_config(_app_version()),
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        logging_config=LoggingConfig(
+            root={"level": settings.log_level, "handlers": ["queue_listener"]},
+            log_exceptions="never",
+        ),
+        on_startup=[warm_up_keys],
+        on_shutdown=[close_keys],
+        debug=False,
+    )
+    app.state.settings = settings
+    app.state.verifier = verifier
+    finalize_schema(app)
+    return app

@@ -1,0 +1,69 @@
+"""The tables. Constraints and indexes live here, next to the columns they protect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from advanced_alchemy.base import DefaultBase
+from advanced_alchemy.types import GUID, DateTimeUTC
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+__all__ = (
+    "DESCRIPTION_MAX_LENGTH",
+    "TITLE_MAX_LENGTH",
+    "USER_ID_MAX_LENGTH",
+    "Task",
+    "User",
+    "utcnow",
+)
+
+TITLE_MAX_LENGTH = 200
+DESCRIPTION_MAX_LENGTH = 1000
+USER_ID_MAX_LENGTH = 255
+EMAIL_MAX_LENGTH = 320
+NAME_MAX_LENGTH = 255
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC; every stored timestamp comes from here."""
+    return datetime.now(UTC)
+
+
+class User(DefaultBase):
+    """An account, provisioned from the claims of its first valid token (there is no sign-up here)."""
+
+    __tablename__ = "users"
+
+    # Better Auth ids are 32 random alphanumerics (or UUIDs with generateId: "uuid"): a string key.
+    id: Mapped[str] = mapped_column(String(USER_ID_MAX_LENGTH), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(EMAIL_MAX_LENGTH), unique=True)
+    name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+
+
+class Task(DefaultBase):
+    """One to-do item, always owned by exactly one user."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(f"length(title) BETWEEN 1 AND {TITLE_MAX_LENGTH}", name="title_length"),
+        CheckConstraint(
+            f"description IS NULL OR length(description) <= {DESCRIPTION_MAX_LENGTH}",
+            name="description_length",
+        ),
+        Index("ix_tasks_user_id_completed", "user_id", "completed"),
+        # The list's orderings: newest first by default, with id as the tie-breaker that keeps paging stable.
+        Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
+        Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
+    )
+
+    id: Mapped[UUID] = mapped_column(GUID(length=16), primary_key=True, default=uuid4)
+    user_id: Mapped[str] = mapped_column(ForeignKey(User.id, ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(TITLE_MAX_LENGTH))
+    description: Mapped[str | None] = mapped_column(String(DESCRIPTION_MAX_LENGTH))
+    completed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)

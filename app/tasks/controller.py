@@ -1,0 +1,153 @@
+"""HTTP for tasks: translate requests into :class:`TaskService` calls and results back into responses."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Principal, requires_path_owner
+from app.openapi import BEARER_SCHEME, problem_responses
+from app.tasks.schemas import (
+    NO_NUL_PATTERN,
+    SEARCH_MAX_LENGTH,
+    StrictJSON,
+    TaskCreate,
+    TaskRead,
+    TaskSort,
+    TaskUpdate,
+)
+from app.tasks.service import TaskService
+from app.users.service import UserProvisioner
+
+__all__ = ("TaskController",)
+
+UserIdPath = Annotated[str, PathParameter(description="The authenticated user's id: must equal the token's `sub`.")]
+
+
+async def provide_tasks(
+    request: Request[Principal, Any, Any],
+    db_session: NamedDependency[AsyncSession],
+    provisioner: NamedDependency[UserProvisioner],
+    user_id: UserIdPath,  # noqa: ARG001 - declared so the path parameter is documented and parsed once
+) -> TaskService:
+    """The caller's task service, scoped to the token's subject (which the guard matched to the path).
+
+    Provisions the caller's user row on first contact.
+    """
+    await provisioner.ensure(db_session, request.user)
+    return TaskService(db_session, owner=request.user, provisioner=provisioner)
+
+
+class TaskController(Controller):
+    """``/api/{user_id}/tasks``: the path's user must be the token's subject (else 403)."""
+
+    path = "/api/{user_id:str}/tasks"
+    tags = ["Tasks"]
+    guards = [requires_path_owner]
+    security = [{BEARER_SCHEME: []}]
+    dependencies = {"tasks": Provide(provide_tasks)}
+
+    @get(
+        "/",
+        operation_id="ListTasks",
+        summary="List tasks",
+        response_headers=[
+            ResponseHeader(
+                name="X-Total-Count",
+                description="Tasks matching the filters, before limit/offset.",
+                documentation_only=True,
+            )
+        ],
+        responses=problem_responses(401, 403, 422, 503),
+    )
+    async def list_tasks(
+        self,
+        tasks: NamedDependency[TaskService],
+        completed: Annotated[bool | None, QueryParameter(description="Only completed (true) or open (false).")] = None,
+        q: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=SEARCH_MAX_LENGTH,
+                pattern=NO_NUL_PATTERN,
+                description="Case-insensitive search in title and description.",
+            ),
+        ] = None,
+        sort: Annotated[
+            TaskSort, QueryParameter(description="Field to sort by; prefix `-` for descending.")
+        ] = "-created_at",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")] = 1000,
+        offset: Annotated[int, QueryParameter(ge=0, description="Tasks to skip.")] = 0,
+    ) -> Response[list[TaskRead]]:
+        """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total."""
+        rows, total = await tasks.list(completed=completed, search=q, sort=sort, limit=limit, offset=offset)
+        return Response([TaskRead.from_model(row) for row in rows], headers={"X-Total-Count": str(total)})
+
+    @post(
+        "/",
+        operation_id="CreateTask",
+        summary="Create a task",
+        dto=StrictJSON[TaskCreate],
+        return_dto=None,
+        response_headers=[ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True)],
+        responses=problem_responses(401, 403, 422, 503),
+    )
+    async def create_task(
+        self,
+        request: Request[Principal, Any, Any],
+        tasks: NamedDependency[TaskService],
+        data: JSONBody[TaskCreate],
+    ) -> Response[TaskRead]:
+        """Create a task owned by the caller. `id`, `user_id` and timestamps in the body are ignored."""
+        task = TaskRead.from_model(await tasks.create(data))
+        location = f"{request.url.path.rstrip('/')}/{task.id}"
+        return Response(task, status_code=201, headers={"Location": location})
+
+    @get(
+        "/{task_id:str}",
+        operation_id="GetTask",
+        summary="Get a task",
+        responses=problem_responses(401, 403, 404, 422, 503),
+    )
+    async def get_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> TaskRead:
+        """One of the caller's tasks."""
+        return TaskRead.from_model(await tasks.get(task_id))
+
+    @put(
+        "/{task_id:str}",
+        operation_id="UpdateTask",
+        summary="Update a task",
+        dto=StrictJSON[TaskUpdate],
+        return_dto=None,
+        responses=problem_responses(401, 403, 404, 422, 503),
+    )
+    async def update_task(
+        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], data: JSONBody[TaskUpdate]
+    ) -> TaskRead:
+        """Change only the fields present in the body; `description: null` clears the description."""
+        return TaskRead.from_model(await tasks.update(task_id, data))
+
+    @delete(
+        "/{task_id:str}",
+        operation_id="DeleteTask",
+        summary="Delete a task",
+        responses=problem_responses(401, 403, 404, 422, 503),
+    )
+    async def delete_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> None:
+        """Delete one of the caller's tasks; 204 with an empty body."""
+        await tasks.delete(task_id)
+
+    @patch(
+        "/{task_id:str}/complete",
+        operation_id="ToggleTaskCompletion",
+        summary="Toggle completion",
+        responses=problem_responses(401, 403, 404, 422, 503),
+    )
+    async def toggle_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> TaskRead:
+        """Flip `completed` and return the task."""
+        return TaskRead.from_model(await tasks.toggle(task_id))

@@ -1,0 +1,107 @@
+"""What the task endpoints accept and return. The OpenAPI schema is generated from these types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from uuid import UUID
+
+import msgspec
+from litestar.dto import MsgspecDTO
+from litestar.typing import FieldDefinition
+
+from app.errors import explain_pattern
+from app.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Task
+
+__all__ = (
+    "NO_NUL_PATTERN",
+    "SEARCH_MAX_LENGTH",
+    "StrictJSON",
+    "TaskCreate",
+    "TaskRead",
+    "TaskSort",
+    "TaskUpdate",
+)
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+SEARCH_MAX_LENGTH = 200
+# PostgreSQL text cannot hold NUL characters, so they are refused here instead of failing in the database.
+NO_NUL_PATTERN = explain_pattern(r"^[^\x00]*$", "Must not contain NUL characters.")
+TITLE_PATTERN = explain_pattern(
+    r"^[^\x00]*[^\x00\s][^\x00]*$", "Must contain a non-whitespace character and no NUL characters."
+)
+
+Title = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=TITLE_MAX_LENGTH,
+        pattern=TITLE_PATTERN,
+        description=f"1-{TITLE_MAX_LENGTH} characters, not only whitespace, no NUL characters.",
+        examples=["Buy milk"],
+    ),
+]
+Description = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=DESCRIPTION_MAX_LENGTH,
+        pattern=NO_NUL_PATTERN,
+        description=f"Up to {DESCRIPTION_MAX_LENGTH} characters, no NUL characters.",
+        examples=["Two litres, semi-skimmed"],
+    ),
+]
+TaskSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "title", "-title"]
+
+
+class TaskCreate(msgspec.Struct, kw_only=True):
+    """A new task. Unknown fields (``id``, ``user_id``, timestamps…) are ignored."""
+
+    title: Title
+    description: Description | None = None
+    completed: bool = False
+
+
+class TaskUpdate(msgspec.Struct, kw_only=True):
+    """A partial update: only the fields present change; ``description: null`` clears the description."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    description: Description | msgspec.UnsetType | None = msgspec.UNSET
+    completed: bool | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """The fields the client sent, by column name."""
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
+
+
+class TaskRead(msgspec.Struct, kw_only=True):
+    """A task as the API returns it; timestamps are ISO 8601 in UTC with an explicit offset."""
+
+    id: UUID
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_model(cls, task: Task) -> TaskRead:
+        """Copy a row into the response type."""
+        return msgspec.convert(task, cls, from_attributes=True)
+
+
+class StrictJSON(MsgspecDTO[T], Generic[T]):
+    """Decodes a JSON body straight into its Struct with msgspec's strict type rules.
+
+    Litestar's default body parsing converts leniently (``"completed": "true"`` would become ``True``);
+    an API contract with typed fields must refuse that with a 422 instead. The OpenAPI schema is the
+    Struct's own, so its constraints stay documented.
+    """
+
+    def decode_bytes(self, value: bytes) -> Any:
+        return msgspec.json.decode(value, type=self.model_type)
+
+    @classmethod
+    def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Any:
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.model_type))

@@ -1,0 +1,95 @@
+"""Provisioning a user row from token claims: there is no sign-up here, the issuer vouches for the user."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from sqlalchemy import or_
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.tokens import Principal
+from app.models import User, utcnow
+
+__all__ = ("UserProvisioner", "UserRepository")
+
+logger = logging.getLogger(__name__)
+
+
+class UserRepository(SQLAlchemyAsyncRepository[User]):
+    """Advanced Alchemy repository for :class:`User` rows."""
+
+    model_type = User
+
+    async def upsert_claims(self, user_id: str, email: str | None, name: str | None) -> None:
+        """Insert the user or refresh email and name, atomically; safe when requests race for a new user.
+
+        ``INSERT … ON CONFLICT (id) DO UPDATE`` (PostgreSQL and SQLite alike) instead of a read followed by
+        a write, which two first requests of the same user would both see as "absent".
+        """
+        insert = postgresql_insert if self.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        now = utcnow()
+        statement = insert(User).values(id=user_id, email=email, name=name, created_at=now, updated_at=now)
+        statement = statement.on_conflict_do_update(
+            index_elements=[User.id],
+            set_={
+                "email": statement.excluded.email,
+                "name": statement.excluded.name,
+                "updated_at": statement.excluded.updated_at,
+            },
+            # Leave an unchanged row untouched: no write, and updated_at keeps its meaning.
+            where=or_(
+                User.email.is_distinct_from(statement.excluded.email),
+                User.name.is_distinct_from(statement.excluded.name),
+            ),
+        )
+        await self.session.execute(statement)
+
+
+class UserProvisioner:
+    """Makes sure a principal has a user row, remembering recent principals to keep the database off the hot path."""
+
+    def __init__(
+        self, ttl: float = 300.0, max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._clock = clock
+        self._seen: dict[Principal, float] = {}
+
+    async def ensure(self, session: AsyncSession, principal: Principal) -> None:
+        """Upsert the principal's row unless these exact claims were stored within the last ``ttl`` seconds."""
+        now = self._clock()
+        expires = self._seen.get(principal)
+        if expires is not None and expires > now:
+            return
+        repository = UserRepository(session=session)
+        try:
+            await repository.upsert_claims(principal.id, principal.email, principal.name)
+            await session.commit()
+        except IntegrityError:
+            await session.rollback()
+            # The email is held by another id (say, an account deleted and re-created upstream). The
+            # existing holder keeps it; this user is stored without one rather than being refused.
+            logger.warning("Email of user %r already belongs to another user; storing it without email", principal.id)
+            await repository.upsert_claims(principal.id, None, principal.name)
+            await session.commit()
+        self._remember(principal, now + self.ttl)
+
+    def forget(self, user_id: str) -> None:
+        """Drop cached principals of ``user_id`` so the next request upserts again."""
+        for principal in [p for p in self._seen if p.id == user_id]:
+            del self._seen[principal]
+
+    def _remember(self, principal: Principal, expires: float) -> None:
+        if len(self._seen) >= self.max_entries:
+            now = self._clock()
+            self._seen = {p: t for p, t in self._seen.items() if t > now}
+            if len(self._seen) >= self.max_entries:
+                self._seen.clear()
+        self._seen[principal] = expires

@@ -1,0 +1,66 @@
+"""Alembic environment: runs migrations on the engine that app.db built from DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, cast
+
+from advanced_alchemy.base import metadata_registry
+from advanced_alchemy.types import GUID, DateTimeUTC
+from alembic import context
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import app.models  # noqa: F401  - registers the tables on the metadata
+
+if TYPE_CHECKING:
+    from advanced_alchemy.alembic.commands import AlembicCommandConfig
+    from sqlalchemy.engine import Connection
+
+config = cast("AlembicCommandConfig", context.config)
+
+
+def _compare_type(
+    _context: object, _inspected: object, _metadata: object, _inspected_type: object, metadata_type: object
+) -> bool | None:
+    # Advanced Alchemy's portable types reflect as their per-dialect implementation (uuid, timestamptz);
+    # comparing those would report a change on every run.
+    if isinstance(metadata_type, (GUID, DateTimeUTC)):
+        return False
+    return None
+
+
+def _configure(**kwargs: object) -> None:
+    context.configure(
+        target_metadata=metadata_registry.get(config.bind_key),
+        version_table=config.version_table_name,
+        compare_type=_compare_type,
+        # SQLite cannot ALTER most things in place; batch mode copies the table instead.
+        render_as_batch=True,
+        user_module_prefix="sa.",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def run_migrations_offline() -> None:
+    _configure(url=config.db_url, literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_sync(connection: Connection) -> None:
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_migrations_online() -> None:
+    engine = cast("AsyncEngine", config.engine)
+    async with engine.connect() as connection:
+        await connection.run_sync(_run_sync)
+    await engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    asyncio.run(run_migrations_online())
