@@ -120,6 +120,7 @@ def _validation_response(errors: Sequence[FieldError]) -> Response[ProblemDetail
     return problem_response(422, detail, errors=errors)
 
 
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
@@ -129,7 +130,12 @@ def _field_from_msgspec(message: str) -> FieldError:
     if match is None:  # pragma: no cover - the pattern matches every string
         return FieldError(field="body", message=message)
     path = (match.group("path") or "").lstrip(".")
-    return FieldError(field=path or "body", message=_readable(match.group("message")))
+    text = match.group("message")
+    if missing := _MISSING_FIELD.match(text):
+        # msgspec reports a missing field at its parent object; name the field itself.
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        text = "Field required."
+    return FieldError(field=path or "body", message=_readable(text))
 
 
 def _on_msgspec_validation(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[ProblemDetails]:

@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     verifier = TokenVerifier.from_settings(settings)
     provisioner = UserProvisioner()
+    database = alchemy_config(settings)
 
     async def warm_up_keys() -> None:
         if not verifier.configured:
@@ -53,13 +54,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             # the cache retries on the first token it cannot verify.
             await verifier.jwks.refresh()
 
-    async def close_keys() -> None:
+    async def close_resources() -> None:
         if verifier.jwks is not None:
             await verifier.jwks.aclose()
+        # Advanced Alchemy only disposes the engine of the first config in a process (its state keys get
+        # numbered after that); close the pool here so no connection outlives the app.
+        await database.get_engine().dispose()
 
     app = Litestar(
         route_handlers=[HealthController, TaskController],
-        plugins=[SQLAlchemyPlugin(config=alchemy_config(settings))],
+        plugins=[SQLAlchemyPlugin(config=database)],
         middleware=[
             DefineMiddleware(
                 BearerAuthMiddleware,
@@ -87,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             log_exceptions="never",
         ),
         on_startup=[warm_up_keys],
-        on_shutdown=[close_keys],
+        on_shutdown=[close_resources],
         debug=False,
     )
     app.state.settings = settings

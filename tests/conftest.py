@@ -1,0 +1,189 @@
+"""Shared fixtures: a real database per backend (migrated), the app over Litestar's test client, real tokens.
+
+Every API test runs twice, against PostgreSQL and against the embedded SQLite default. Tests isolate
+themselves by using fresh user ids, so one migrated database per backend serves the whole session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings, load_settings
+from app.db import create_engine, upgrade_schema
+from app.main import create_app
+from tests.factories import Account, new_user_id
+from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
+
+DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+ALGORITHMS = ("EdDSA", "RS256", "PS256", "ES256", "ES512")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --- tokens -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def signing_keys() -> dict[str, SigningKey]:
+    """One published key per asymmetric algorithm Better Auth can be configured with."""
+    return {algorithm: new_key(algorithm) for algorithm in ALGORITHMS}
+
+
+@pytest.fixture(scope="session")
+def jwks_server(signing_keys: dict[str, SigningKey]) -> Iterator[JWKSServer]:
+    server = JWKSServer(keys=list(signing_keys.values())).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_account(signing_keys: dict[str, SigningKey]) -> Callable[..., Account]:
+    """Build an account with an EdDSA token (Better Auth's default) for a fresh or given id."""
+
+    def make(user_id: str | None = None, *, name: str = "Test User", email: str | None = "") -> Account:
+        user_id = user_id or new_user_id()
+        email = f"{user_id.lower()}@example.com" if email == "" else email
+        token = mint(user_id, signing_keys["EdDSA"], email=email, name=name)
+        return Account(id=user_id, token=token, email=email, name=name)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_account: Callable[..., Account]) -> Account:
+    return make_account(name="Alice")
+
+
+@pytest.fixture
+def bob(make_account: Callable[..., Account]) -> Account:
+    return make_account(name="Bob")
+
+
+# --- databases ----------------------------------------------------------------------------------------
+
+
+async def _create_postgres_database(admin_url: str) -> str:
+    url = make_url(admin_url)
+    name = f"todo_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=5,
+    )
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_postgres_database(admin_url: str, database_url: str) -> None:
+    url = make_url(admin_url)
+    name = make_url(database_url).database
+    connection = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+        timeout=5,
+    )
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session", params=["postgresql", "sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A freshly created, migrated database; PostgreSQL from ``TEST_DATABASE_URL``, or an SQLite file."""
+    if request.param == "sqlite":
+        path = Path(tmp_path_factory.mktemp("sqlite")) / "todo.sqlite3"
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade_schema(Settings(database_url=url))
+        yield url
+        return
+
+    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    try:
+        url = asyncio.run(_create_postgres_database(admin_url))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL at {make_url(admin_url).render_as_string()} is not reachable: {exc!r}"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{message} (CI=true: PostgreSQL is required)", pytrace=False)
+        pytest.skip(f"{message}; set CI=true to make this a failure")
+    try:
+        upgrade_schema(Settings(database_url=url))
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(admin_url, url))
+
+
+@pytest.fixture(scope="session")
+def backend(database_url: str) -> str:
+    """``postgresql`` or ``sqlite``."""
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+def build_settings(database_url: str, jwks_server: JWKSServer | None = None, **overrides: Any) -> Settings:
+    """Settings for a test app: both key sources configured unless overridden."""
+    environ = {
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": HS_SECRET,
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "LOG_LEVEL": "WARNING",
+    }
+    if jwks_server is not None:
+        environ["JWT_JWKS_URL"] = jwks_server.url
+    environ.update({key.upper(): str(value) for key, value in overrides.items() if value is not None})
+    for key in [key.upper() for key, value in overrides.items() if value is None]:
+        environ.pop(key, None)
+    return load_settings(environ, env_file=None)
+
+
+@pytest.fixture(scope="session")
+async def client(database_url: str, jwks_server: JWKSServer) -> AsyncIterator[AsyncTestClient[Any]]:
+    """The app with both key sources, shared by the session (tests use fresh users)."""
+    app = create_app(build_settings(database_url, jwks_server))
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def app_client(database_url: str) -> Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]:
+    """Start a separate app with its own settings, for tests of configuration-dependent behaviour."""
+
+    @asynccontextmanager
+    async def start(jwks_server: JWKSServer | None = None, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+        app = create_app(build_settings(database_url, jwks_server, **overrides))
+        async with AsyncTestClient(app=app) as test_client:
+            yield test_client
+
+    return start
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """A direct connection to the test database, for asserting on rows behind the API's back."""
+    engine = create_engine(Settings(database_url=database_url), pooled=False)
+    yield engine
+    await engine.dispose()

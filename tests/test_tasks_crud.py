@@ -1,0 +1,251 @@
+"""Create, read, update, delete and toggle one's own tasks: the success rows of the contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from litestar.testing import AsyncTestClient
+
+from tests.factories import Account, TaskCreateFactory
+
+TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    assert parsed.tzinfo is not None, f"timestamp without timezone: {value}"
+    return parsed
+
+
+async def create(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
+    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_create_returns_201_with_the_task_and_its_location(client: AsyncTestClient[Any], alice: Account) -> None:
+    response = await client.post(
+        alice.tasks_url(), json={"title": "Buy milk", "description": "Two litres"}, headers=alice.headers
+    )
+
+    assert response.status_code == 201
+    task = response.json()
+    assert set(task) == TASK_FIELDS
+    assert UUID(task["id"])
+    assert task["user_id"] == alice.id
+    assert task["title"] == "Buy milk"
+    assert task["description"] == "Two litres"
+    assert task["completed"] is False
+    assert parse_time(task["created_at"]) == parse_time(task["updated_at"])
+    assert response.headers["location"] == alice.tasks_url(task["id"])
+    assert response.headers["content-type"].startswith("application/json")
+
+
+async def test_create_defaults_description_to_null_and_completed_to_false(
+    client: AsyncTestClient[Any], alice: Account
+) -> None:
+    response = await client.post(alice.tasks_url(), json={"title": "Only a title"}, headers=alice.headers)
+
+    assert response.status_code == 201
+    task = response.json()
+    assert task["description"] is None
+    assert task["completed"] is False
+
+
+async def test_create_accepts_completed_true(client: AsyncTestClient[Any], alice: Account) -> None:
+    task = await create(client, alice, title="Already done", completed=True)
+
+    assert task["completed"] is True
+
+
+async def test_location_of_a_created_task_serves_that_task(client: AsyncTestClient[Any], alice: Account) -> None:
+    response = await client.post(alice.tasks_url(), json=TaskCreateFactory.json(), headers=alice.headers)
+
+    fetched = await client.get(response.headers["location"], headers=alice.headers)
+
+    assert fetched.status_code == 200
+    assert fetched.json() == response.json()
+
+
+async def test_title_length_counts_characters_not_bytes(client: AsyncTestClient[Any], alice: Account) -> None:
+    title = "\N{GRINNING FACE}" * 200  # 200 characters, 800 bytes in UTF-8
+
+    task = await create(client, alice, title=title)
+
+    assert task["title"] == title
+
+
+async def test_boundary_lengths_are_accepted(client: AsyncTestClient[Any], alice: Account) -> None:
+    task = await create(client, alice, title="t" * 200, description="d" * 1000)
+
+    assert len(task["title"]) == 200
+    assert len(task["description"]) == 1000
+
+
+async def test_server_assigned_fields_in_the_body_are_ignored(
+    client: AsyncTestClient[Any], alice: Account, bob: Account
+) -> None:
+    forged = {
+        "title": "Mine",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "user_id": bob.id,
+        "created_at": "2000-01-01T00:00:00Z",
+        "updated_at": "2000-01-01T00:00:00Z",
+        "owner": "someone",
+    }
+
+    task = await create(client, alice, **forged)
+
+    assert task["id"] != forged["id"]
+    assert task["user_id"] == alice.id
+    assert parse_time(task["created_at"]).year > 2000
+    assert parse_time(task["updated_at"]).year > 2000
+
+
+async def test_get_returns_the_task(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+
+    response = await client.get(alice.tasks_url(created["id"]), headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_update_changes_only_the_fields_sent(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice, title="Old title", description="Keep me", completed=False)
+
+    response = await client.put(alice.tasks_url(created["id"]), json={"title": "New title"}, headers=alice.headers)
+
+    assert response.status_code == 200
+    updated = response.json()
+    assert updated["title"] == "New title"
+    assert updated["description"] == "Keep me"
+    assert updated["completed"] is False
+    assert updated["id"] == created["id"]
+
+
+async def test_update_with_null_description_clears_it(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice, title="Has notes", description="Notes")
+
+    response = await client.put(alice.tasks_url(created["id"]), json={"description": None}, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.json()["description"] is None
+    assert response.json()["title"] == "Has notes"
+
+
+async def test_update_can_set_every_field_at_once(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice, title="A", description=None, completed=False)
+
+    body = {"title": "B", "description": "now described", "completed": True}
+    response = await client.put(alice.tasks_url(created["id"]), json=body, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert {k: response.json()[k] for k in body} == body
+
+
+async def test_update_advances_updated_at_and_keeps_created_at(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+
+    updated = (
+        await client.put(alice.tasks_url(created["id"]), json={"title": "Changed"}, headers=alice.headers)
+    ).json()
+
+    assert updated["created_at"] == created["created_at"]
+    assert parse_time(updated["updated_at"]) > parse_time(created["updated_at"])
+
+
+async def test_update_is_persisted(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+    await client.put(alice.tasks_url(created["id"]), json={"title": "Persisted"}, headers=alice.headers)
+
+    fetched = (await client.get(alice.tasks_url(created["id"]), headers=alice.headers)).json()
+
+    assert fetched["title"] == "Persisted"
+
+
+async def test_empty_update_changes_nothing(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+
+    response = await client.put(alice.tasks_url(created["id"]), json={}, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.json() == created
+
+
+async def test_update_ignores_server_assigned_fields(
+    client: AsyncTestClient[Any], alice: Account, bob: Account
+) -> None:
+    created = await create(client, alice)
+    forged = {"id": "00000000-0000-0000-0000-000000000002", "user_id": bob.id, "created_at": "2000-01-01T00:00:00Z"}
+
+    response = await client.put(alice.tasks_url(created["id"]), json=forged, headers=alice.headers)
+
+    assert response.status_code == 200
+    assert response.json()["id"] == created["id"]
+    assert response.json()["user_id"] == alice.id
+    assert response.json()["created_at"] == created["created_at"]
+
+
+async def test_toggle_flips_completed_both_ways(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice, title="Toggle me", completed=False)
+    url = alice.tasks_url(created["id"], "complete")
+
+    first = await client.patch(url, headers=alice.headers)
+    second = await client.patch(url, headers=alice.headers)
+
+    assert first.status_code == 200
+    assert first.json()["completed"] is True
+    assert second.status_code == 200
+    assert second.json()["completed"] is False
+    assert parse_time(second.json()["updated_at"]) > parse_time(first.json()["updated_at"])
+    assert second.json()["created_at"] == created["created_at"]
+
+
+async def test_toggle_ignores_a_request_body(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice, completed=False)
+
+    response = await client.patch(
+        alice.tasks_url(created["id"], "complete"), json={"completed": False}, headers=alice.headers
+    )
+
+    assert response.status_code == 200
+    assert response.json()["completed"] is True
+
+
+async def test_delete_returns_204_with_an_empty_body(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+
+    response = await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
+
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+async def test_deleted_task_is_gone(client: AsyncTestClient[Any], alice: Account) -> None:
+    created = await create(client, alice)
+    await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
+
+    assert (await client.get(alice.tasks_url(created["id"]), headers=alice.headers)).status_code == 404
+    assert (await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)).status_code == 404
+    listed = await client.get(alice.tasks_url(), headers=alice.headers)
+    assert created["id"] not in [t["id"] for t in listed.json()]
+
+
+async def test_unknown_task_id_is_404_on_every_task_route(client: AsyncTestClient[Any], alice: Account) -> None:
+    missing = "6f1c2a9e-0b7d-4c43-9a55-2f0d3c1e8b77"
+    url = alice.tasks_url(missing)
+
+    responses = [
+        await client.get(url, headers=alice.headers),
+        await client.put(url, json={"title": "x"}, headers=alice.headers),
+        await client.delete(url, headers=alice.headers),
+        await client.patch(f"{url}/complete", headers=alice.headers),
+    ]
+
+    for response in responses:
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["status"] == 404
