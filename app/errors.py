@@ -46,12 +46,12 @@ class FieldError(msgspec.Struct, frozen=True):
 
 
 class ProblemDetails(msgspec.Struct, frozen=True, omit_defaults=True):
-    """An error response body (RFC 9457)."""
+    """An error response body (RFC 9457). ``type`` is ``about:blank``: the status says what went wrong."""
 
+    type: str
     title: str
     status: int
     detail: str
-    type: str = "about:blank"
     errors: list[FieldError] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -106,6 +106,7 @@ def problem_response(
 ) -> Response[ProblemDetails]:
     """Build a problem-details response; every error body of the service goes through here."""
     body = ProblemDetails(
+        type="about:blank",
         title=HTTPStatus(status).phrase,
         status=status,
         detail=detail,

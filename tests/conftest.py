@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import insert as insert_
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings, load_settings
 from app.db import create_engine, upgrade_schema
 from app.main import create_app
+from app.models import Task, User, utcnow
 from tests.factories import Account, new_user_id
 from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
 
@@ -187,3 +191,34 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(Settings(database_url=database_url), pooled=False)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def db_insert_tasks(db: AsyncEngine) -> Callable[..., Awaitable[None]]:
+    """Insert ``count`` tasks for an account straight into the database (for volume, not for behaviour)."""
+
+    async def insert(account: Account, count: int) -> None:
+        start = utcnow()
+        async with db.begin() as connection:
+            exists = await connection.scalar(select(User.id).where(User.id == account.id))
+            if exists is None:
+                await connection.execute(
+                    insert_(User).values(
+                        id=account.id, email=None, name=account.name, created_at=start, updated_at=start
+                    )
+                )
+            rows = [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": account.id,
+                    "title": f"bulk task {n:05d}",
+                    "description": None,
+                    "completed": n % 3 == 0,
+                    "created_at": start + timedelta(microseconds=n),
+                    "updated_at": start + timedelta(microseconds=n),
+                }
+                for n in range(count)
+            ]
+            await connection.execute(insert_(Task), rows)
+
+    return insert

@@ -85,6 +85,9 @@ class JWKSServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path not in {"/jwks", "/api/auth/jwks"}:
+                    self.send_error(404)
+                    return
                 owner.fetches += 1
                 if owner.delay:
                     time.sleep(owner.delay)
@@ -100,7 +103,7 @@ class JWKSServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     @property
@@ -130,7 +133,7 @@ def mint(
     not_before: int | None = None,
     issuer: str | None = ISSUER,
     audience: str | None = AUDIENCE,
-    kid: str | None | object = ...,
+    kid: str | object | None = ...,
     omit: tuple[str, ...] = (),
     **claims: Any,
 ) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import httpx
 import msgspec
 from jwt import PyJWK
-from jwt.exceptions import PyJWKError
+from jwt.exceptions import PyJWTError
 
 __all__ = ("ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "JWKSCache", "VerificationKey")
 
@@ -72,7 +72,7 @@ def parse_jwks(payload: bytes) -> list[VerificationKey]:
             continue
         try:
             key = PyJWK(jwk, algorithm=next(iter(sorted(algorithms))))
-        except PyJWKError as exc:
+        except (PyJWTError, ValueError, TypeError) as exc:  # a malformed member must not poison the set
             logger.warning("Skipping unusable JWK %r: %s", jwk.get("kid"), exc)
             continue
         kid = jwk.get("kid")

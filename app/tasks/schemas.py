@@ -100,7 +100,11 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
     """
 
     def decode_bytes(self, value: bytes) -> Any:
-        return msgspec.json.decode(value, type=self.model_type)
+        try:
+            return msgspec.json.decode(value, type=self.model_type)
+        except UnicodeDecodeError as exc:
+            # msgspec lets invalid UTF-8 inside strings escape as a UnicodeDecodeError; it is malformed JSON.
+            raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
 
     @classmethod
     def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Any:
