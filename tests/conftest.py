@@ -141,6 +141,20 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         asyncio.run(_drop_postgres_database(admin_url, url))
 
 
+@pytest.fixture
+def scratch_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """An empty database of the session's backend that a test may migrate up and down at will."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'scratch.sqlite3'}"
+        return
+    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    url = asyncio.run(_create_postgres_database(admin_url))
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(admin_url, url))
+
+
 @pytest.fixture(scope="session")
 def backend(database_url: str) -> str:
     """``postgresql`` or ``sqlite``."""
@@ -178,7 +192,8 @@ def app_client(database_url: str) -> Callable[..., AbstractAsyncContextManager[A
 
     @asynccontextmanager
     async def start(jwks_server: JWKSServer | None = None, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
-        app = create_app(build_settings(database_url, jwks_server, **overrides))
+        url = overrides.pop("database_url", database_url)
+        app = create_app(build_settings(url, jwks_server, **overrides))
         async with AsyncTestClient(app=app) as test_client:
             yield test_client
 

@@ -194,3 +194,14 @@ async def test_unsupported_method_is_a_problem_document(client: AsyncTestClient[
     response = await client.post("/health", headers=alice.headers)
 
     assert_problem(response, 405)
+
+
+async def test_a_body_over_64_kib_is_413_and_creates_nothing(client: AsyncTestClient[Any], alice: Account) -> None:
+    oversized = b'{"title": "big", "description": "' + b"x" * (64 * 1024) + b'"}'
+
+    response = await client.post(
+        alice.tasks_url(), content=oversized, headers={**alice.headers, "Content-Type": "application/json"}
+    )
+
+    assert_problem(response, 413)
+    assert await list_all(client, alice) == []

@@ -95,7 +95,7 @@ class TaskController(Controller):
         dto=StrictJSON[TaskCreate],
         return_dto=None,
         response_headers=[ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True)],
-        responses=problem_responses(401, 403, 422, 503),
+        responses=problem_responses(401, 403, 413, 422, 503),
     )
     async def create_task(
         self,
@@ -124,7 +124,7 @@ class TaskController(Controller):
         summary="Update a task",
         dto=StrictJSON[TaskUpdate],
         return_dto=None,
-        responses=problem_responses(401, 403, 404, 422, 503),
+        responses=problem_responses(401, 403, 404, 413, 422, 503),
     )
     async def update_task(
         self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], data: JSONBody[TaskUpdate]

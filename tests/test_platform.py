@@ -1,0 +1,148 @@
+"""Health probes, the OpenAPI document, the Scalar page and CORS for the browser frontend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+
+from tests.factories import Account
+from tests.issuer import JWKSServer
+
+TASK_OPERATIONS = {
+    ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "503"}),
+    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "413", "422", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "get"): ("GetTask", {"200", "401", "403", "404", "422", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "put"): ("UpdateTask", {"200", "401", "403", "404", "413", "422", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "delete"): ("DeleteTask", {"204", "401", "403", "404", "422", "503"}),
+    ("/api/{user_id}/tasks/{task_id}/complete", "patch"): (
+        "ToggleTaskCompletion",
+        {"200", "401", "403", "404", "422", "503"},
+    ),
+}
+UNREACHABLE_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:9/unreachable"
+
+
+async def test_liveness_needs_no_token(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+async def test_readiness_is_200_when_the_database_answers(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/health/ready")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+async def test_readiness_is_503_when_the_database_does_not_answer(app_client: Callable[..., Any]) -> None:
+    async with app_client(None, database_url=UNREACHABLE_DATABASE, database_connect_timeout=1) as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_requests_while_the_database_is_down_get_503_not_500(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    async with app_client(jwks_server, database_url=UNREACHABLE_DATABASE, database_connect_timeout=1) as client:
+        responses = [
+            await client.get(alice.tasks_url(), headers=alice.headers),
+            await client.post(alice.tasks_url(), json={"title": "lost?"}, headers=alice.headers),
+        ]
+
+    for response in responses:
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+        assert response.json()["status"] == 503
+
+
+@pytest.fixture
+async def openapi(client: AsyncTestClient[Any]) -> dict[str, Any]:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+async def test_openapi_declares_the_bearer_scheme(openapi: dict[str, Any]) -> None:
+    scheme = openapi["components"]["securitySchemes"]["BearerToken"]
+
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+
+
+@pytest.mark.parametrize(("path", "method"), list(TASK_OPERATIONS))
+async def test_every_task_operation_is_named_secured_and_lists_its_real_statuses(
+    openapi: dict[str, Any], path: str, method: str
+) -> None:
+    operation = openapi["paths"][path][method]
+    operation_id, statuses = TASK_OPERATIONS[(path, method)]
+
+    assert operation["operationId"] == operation_id
+    assert operation["security"] == [{"BearerToken": []}]
+    assert set(operation["responses"]) == statuses
+    for status in statuses - {"200", "201", "204"}:
+        content = operation["responses"][status]["content"]
+        assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/ProblemDetails"}
+
+
+async def test_no_operation_documents_a_400(openapi: dict[str, Any]) -> None:
+    documented = {status for item in openapi["paths"].values() for op in item.values() for status in op["responses"]}
+
+    assert "400" not in documented
+
+
+async def test_health_operations_need_no_token(openapi: dict[str, Any]) -> None:
+    assert "security" not in openapi["paths"]["/health"]["get"]
+    assert "security" not in openapi["paths"]["/health/ready"]["get"]
+
+
+async def test_request_bodies_document_their_constraints(openapi: dict[str, Any]) -> None:
+    create = openapi["components"]["schemas"]["TaskCreate"]
+
+    assert create["required"] == ["title"]
+    assert create["properties"]["title"]["maxLength"] == 200
+    assert create["properties"]["title"]["minLength"] == 1
+
+
+async def test_openapi_and_docs_need_no_token(client: AsyncTestClient[Any]) -> None:
+    scalar = await client.get("/schema/scalar")
+
+    assert scalar.status_code == 200
+    assert scalar.headers["content-type"].startswith("text/html")
+    assert "/schema/openapi.json" in scalar.text or "spec" in scalar.text
+
+
+async def test_cors_preflight_from_an_allowed_origin_is_granted(client: AsyncTestClient[Any], alice: Account) -> None:
+    response = await client.options(
+        alice.tasks_url(),
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+
+    assert response.status_code in {200, 204}
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed
+    assert "content-type" in allowed
+
+
+async def test_cors_exposes_the_headers_the_frontend_reads(client: AsyncTestClient[Any], alice: Account) -> None:
+    response = await client.get(alice.tasks_url(), headers={**alice.headers, "Origin": "http://localhost:3000"})
+
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+    exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+    assert {"x-total-count", "location", "etag"} <= exposed
+
+
+async def test_cors_does_not_grant_other_origins(client: AsyncTestClient[Any], alice: Account) -> None:
+    response = await client.get(alice.tasks_url(), headers={**alice.headers, "Origin": "https://evil.example"})
+
+    assert "access-control-allow-origin" not in response.headers
