@@ -6,12 +6,12 @@ owner criterion, so no handler can forget the filter: a task of another user is 
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, Select, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,7 +57,7 @@ class TaskService:
         self._owned: ColumnElement[bool] = Task.user_id == owner.id
         self.repository = TaskRepository(
             session=session,
-            statement=cast("Select[tuple[Task]]", select(Task).where(self._owned)),
+            statement=select(Task).where(self._owned),
             auto_refresh=False,
             count_with_window_function=False,
             wrap_exceptions=False,
