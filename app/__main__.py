@@ -1,43 +1,83 @@
-"""``python -m app migrate`` applies migrations; ``python -m app serve [--reload]`` migrates, then serves."""
+"""Command line of the service, behind the ``just`` recipes.
+
+``python -m app serve [--reload]``  apply pending migrations, then serve on HOST:PORT
+``python -m app migrate``           apply pending migrations
+``python -m app revision MESSAGE``  autogenerate a migration from the models (review it before committing)
+``python -m app token USER_ID``     print an HS256 token signed with JWT_SECRET, for local development
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+import jwt
 import uvicorn
+from advanced_alchemy.extensions.litestar import AlembicCommands
 
-from app.config import ConfigError, load_settings
-from app.db import upgrade_schema
+from app.config import ConfigError, Settings, load_settings
+from app.db import alchemy_config, create_engine, upgrade_schema
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve on HOST:PORT")
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    revision = commands.add_parser("revision", help="autogenerate a migration from the models")
+    revision.add_argument("message")
+    token = commands.add_parser("token", help="print a development token signed with JWT_SECRET")
+    token.add_argument("user_id")
+    token.add_argument("--email", default=None)
+    token.add_argument("--name", default=None)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires")
+    return parser
+
+
+def _serve(settings: Settings, *, reload: bool) -> None:
+    upgrade_schema(settings)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        reload=reload,
+        log_level=settings.log_level.lower(),
+        server_header=False,
+    )
+
+
+def _token(settings: Settings, user_id: str, email: str | None, name: str | None, ttl: int) -> str:
+    if settings.jwt_secret is None:
+        raise ConfigError("JWT_SECRET must be set to mint development tokens")
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + ttl}
+    claims.update({k: v for k, v in {"email": email, "name": name}.items() if v is not None})
+    claims.update({k: v for k, v in {"iss": settings.token_issuer, "aud": settings.token_audience}.items() if v})
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``just`` recipes."""
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply pending database migrations")
-    serve = commands.add_parser("serve", help="apply pending migrations, then serve on HOST:PORT")
-    serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
-    args = parser.parse_args(argv)
-
+    """Run one command; exit status 2 on invalid configuration."""
+    args = _parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args.command == "serve":
+            _serve(settings, reload=args.reload)
+        elif args.command == "migrate":
+            upgrade_schema(settings)
+        elif args.command == "revision":
+            config = alchemy_config(settings, engine=create_engine(settings, pooled=False))
+            AlembicCommands(sqlalchemy_config=config).revision(message=args.message, autogenerate=True)
+        elif args.command == "token":
+            print(_token(settings, args.user_id, args.email, args.name, args.ttl))
     except ConfigError as exc:
         print(f"Invalid configuration: {exc}", file=sys.stderr)
         return 2
-
-    upgrade_schema(settings)
-    if args.command == "serve":
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            reload=args.reload,
-            log_level=settings.log_level.lower(),
-            proxy_headers=False,
-            server_header=False,
-        )
     return 0
 
 

@@ -144,3 +144,15 @@ def test_an_unknown_sslmode_is_a_configuration_error() -> None:
 def test_sqlite_urls_use_aiosqlite() -> None:
     assert parse_database_url("sqlite:///./var/todo.sqlite3").url == "sqlite+aiosqlite:///./var/todo.sqlite3"
     assert parse_database_url(DEFAULT_DATABASE_URL).dialect == "sqlite"
+
+
+def test_env_example_documents_every_setting_and_loads() -> None:
+    example = Path(__file__).resolve().parent.parent / ".env.example"
+    documented = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in example.read_text().splitlines()
+        if "=" in line and line.lstrip("# ").split("=", 1)[0].isupper()
+    }
+
+    assert {name.upper() for name in Settings.__struct_fields__} <= documented
+    load_settings({}, env_file=example)

@@ -1,0 +1,64 @@
+# Todo API — developer commands. `just` lists them. Every recipe installs the locked dependencies first
+# (a no-op when .venv already matches requirements/dev.lock), so a fresh clone needs nothing else.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := ".venv/bin/python"
+
+# List the recipes
+default:
+    @just --list
+
+# Create .venv (Python 3.11) and sync it to the hash-pinned lock
+install:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    command -v uv >/dev/null || { echo "uv is missing: pip install --require-hashes -r requirements/tools.lock" >&2; exit 1; }
+    [ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
+    want=$(sha256sum requirements/dev.lock | cut -d' ' -f1)
+    if [ "$(cat .venv/.synced-lock 2>/dev/null)" != "$want" ]; then
+        uv pip sync --quiet --require-hashes --python .venv/bin/python requirements/dev.lock
+        echo "$want" > .venv/.synced-lock
+    fi
+
+# Apply pending migrations, then serve on $HOST:$PORT (default 127.0.0.1:8000, SQLite in ./var)
+serve: install
+    {{ python }} -m app serve
+
+# Like serve, restarting on code changes
+dev: install
+    {{ python }} -m app serve --reload
+
+# Apply pending migrations to DATABASE_URL
+migrate: install
+    {{ python }} -m app migrate
+
+# Autogenerate a migration from the models (run `just migrate` first; review the file before committing)
+revision message: install
+    {{ python }} -m app revision "{{ message }}"
+
+# Print a development token for USER_ID, signed with JWT_SECRET
+token user_id *args: install
+    @{{ python }} -m app token "{{ user_id }}" {{ args }}
+
+# Run the whole test suite (PostgreSQL from TEST_DATABASE_URL and SQLite); extra arguments go to pytest
+test *args: install
+    {{ python }} -m pytest {{ args }}
+
+# Lint, format check and strict type check
+lint: install
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+    .venv/bin/mypy
+
+# Format the code and apply safe lint fixes
+fmt: install
+    .venv/bin/ruff format .
+    .venv/bin/ruff check --fix .
+
+# Re-resolve the locks after changing dependencies in pyproject.toml (hash-pinned, no download URLs)
+lock:
+    uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 -o requirements/dev.lock -q
+    uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements/prod.lock -q
+    uv pip compile requirements/tools.in --generate-hashes --python-version 3.11 -o requirements/tools.lock -q
+    ! git grep -nE 'https?://' -- '*.lock'
