@@ -62,3 +62,7 @@ lock:
     uv pip compile pyproject.toml --generate-hashes --python-version 3.11 -o requirements/prod.lock -q
     uv pip compile requirements/tools.in --generate-hashes --python-version 3.11 -o requirements/tools.lock -q
     ! git grep -nE 'https?://' -- '*.lock'
+
+# Benchmark with wrk on loopback against PostgreSQL (see docs/benchmarks.md); arguments go to bench/run.py
+bench *args: install
+    {{ python }} -m bench.run {{ args }}

@@ -16,8 +16,11 @@ __all__ = ("requires_path_owner",)
 logger = logging.getLogger(__name__)
 
 
-def requires_path_owner(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
-    """Allow the request only when the path's ``user_id`` is the token's subject."""
+async def requires_path_owner(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
+    """Allow the request only when the path's ``user_id`` is the token's subject.
+
+    ``async`` on purpose: Litestar runs synchronous guards in a worker thread, a hop per request.
+    """
     principal = connection.user
     path_user = connection.path_params.get("user_id")
     if path_user != principal.id:
