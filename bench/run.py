@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import upgrade_schema
+from tests.databases import create_database, drop_database
 from tests.issuer import JWKSServer, mint, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,30 +94,6 @@ def free_port() -> int:
 
 
 # --- database ---------------------------------------------------------------------------------------------
-
-
-async def create_database(admin_url: str, name: str) -> str:
-    url = make_url(admin_url)
-    connection = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return url.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    url = make_url(admin_url)
-    connection = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
-    )
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
 
 
 async def seed(database_url: str, profile: Profile, *, id_prefix: str) -> dict[str, list[uuid.UUID]]:
@@ -252,9 +229,13 @@ def to_result(scenario: str, connections: int, raw: dict[str, Any], rss: float) 
 
 
 def markdown_table(results: list[Result]) -> str:
-    header = "| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | errors | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    header = (
+        "| scenario | conns | req/s | p50 ms | p90 ms | p99 ms | errors | peak RSS MB |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     rows = [
-        f"| {r.scenario} | {r.connections} | {r.rps:,.0f} | {r.p50_ms} | {r.p90_ms} | {r.p99_ms} | {r.errors} | {r.peak_rss_mb} |"
+        f"| {r.scenario} | {r.connections} | {r.rps:,.0f} | {r.p50_ms} | {r.p90_ms} | {r.p99_ms} "
+        f"| {r.errors} | {r.peak_rss_mb} |"
         for r in results
     ]
     return header + "\n".join(rows) + "\n"
@@ -332,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                 if scenario == "delete":
                     # Deletes consume tasks: give every run a fresh supply it cannot exhaust.
                     spare = Profile(users=profile.users, tasks_per_user=max(5, 3000 * args.duration // profile.users))
-                    fresh = asyncio.run(seed(database_url, spare, id_prefix=f"d{count:03d}{random.randrange(10**4):04d}"))
+                    fresh = asyncio.run(
+                        seed(database_url, spare, id_prefix=f"d{count:03d}{random.randrange(10**4):04d}")
+                    )
                     scenario_accounts = work / f"delete-{count}.txt"
                     fresh_tokens = {u: mint(u, key, issuer=ISSUER, audience=ISSUER, expires_in=86_400) for u in fresh}
                     write_accounts(scenario_accounts, fresh_tokens, fresh)

@@ -27,6 +27,7 @@ from app.config import Settings, load_settings
 from app.db import create_engine, upgrade_schema
 from app.main import create_app
 from app.models import Task, User, utcnow
+from tests.databases import create_database, drop_database
 from tests.factories import Account, new_user_id
 from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
 
@@ -81,39 +82,8 @@ def bob(make_account: Callable[..., Account]) -> Account:
 # --- databases ----------------------------------------------------------------------------------------
 
 
-async def _create_postgres_database(admin_url: str) -> str:
-    url = make_url(admin_url)
-    name = f"todo_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        timeout=5,
-    )
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-async def _drop_postgres_database(admin_url: str, database_url: str) -> None:
-    url = make_url(admin_url)
-    name = make_url(database_url).database
-    connection = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-        timeout=5,
-    )
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+def _scratch_name() -> str:
+    return f"todo_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])
@@ -128,7 +98,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
     admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
     try:
-        url = asyncio.run(_create_postgres_database(admin_url))
+        url = asyncio.run(create_database(admin_url, _scratch_name()))
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         message = f"PostgreSQL at {make_url(admin_url).render_as_string()} is not reachable: {exc!r}"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
@@ -138,7 +108,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         upgrade_schema(Settings(database_url=url))
         yield url
     finally:
-        asyncio.run(_drop_postgres_database(admin_url, url))
+        asyncio.run(drop_database(admin_url, str(make_url(url).database)))
 
 
 @pytest.fixture
@@ -148,11 +118,11 @@ def scratch_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'scratch.sqlite3'}"
         return
     admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-    url = asyncio.run(_create_postgres_database(admin_url))
+    url = asyncio.run(create_database(admin_url, _scratch_name()))
     try:
         yield url
     finally:
-        asyncio.run(_drop_postgres_database(admin_url, url))
+        asyncio.run(drop_database(admin_url, str(make_url(url).database)))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass
+from typing import Any
 
+from litestar.testing import AsyncTestClient
 from polyfactory import Use
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
@@ -56,3 +58,10 @@ class TaskUpdateFactory(MsgspecFactory[TaskUpdate]):
 
     title = Use(lambda: TaskUpdateFactory.__faker__.sentence(nb_words=3)[:200])
     description = Use(lambda: TaskUpdateFactory.__faker__.optional.sentence())
+
+
+async def create_task(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
+    """Create a task through the API (factory values for whatever ``body`` leaves out) and return it."""
+    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())

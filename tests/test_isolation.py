@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task
-from tests.factories import Account, TaskCreateFactory
+from tests.factories import Account, create_task
 
 ROUTES = [
     ("GET", "", None),
@@ -20,12 +20,6 @@ ROUTES = [
     ("DELETE", "{id}", None),
     ("PATCH", "{id}/complete", None),
 ]
-
-
-async def create(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
-    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def snapshot(db: AsyncEngine, owner: Account) -> list[tuple[Any, ...]]:
@@ -43,7 +37,7 @@ def url_for(path_owner: Account, suffix: str, task_id: str) -> str:
 async def test_another_users_path_is_forbidden(
     client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
 ) -> None:
-    victim_task = await create(client, alice, title="private", description="secret")
+    victim_task = await create_task(client, alice, title="private", description="secret")
     before = await snapshot(db, alice)
 
     response = await client.request(method, url_for(alice, suffix, victim_task["id"]), json=body, headers=bob.headers)
@@ -60,8 +54,8 @@ async def test_another_users_path_is_forbidden(
 async def test_another_users_task_id_on_ones_own_path_is_not_found(
     client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
 ) -> None:
-    victim_task = await create(client, alice, title="private", description="secret")
-    await create(client, bob)  # bob has tasks of his own; they must not matter either
+    victim_task = await create_task(client, alice, title="private", description="secret")
+    await create_task(client, bob)  # bob has tasks of his own; they must not matter either
     before = await snapshot(db, alice)
 
     response = await client.request(method, url_for(bob, suffix, victim_task["id"]), json=body, headers=bob.headers)
@@ -75,7 +69,7 @@ async def test_another_users_task_id_on_ones_own_path_is_not_found(
 async def test_not_found_does_not_reveal_whether_the_task_exists(
     client: AsyncTestClient[Any], alice: Account, bob: Account
 ) -> None:
-    victim_task = await create(client, alice)
+    victim_task = await create_task(client, alice)
 
     someone_elses = await client.get(bob.tasks_url(victim_task["id"]), headers=bob.headers)
     nobodys = await client.get(bob.tasks_url("0b0e6b1c-2f0a-4b7e-8d8e-3a7c2c9a1f00"), headers=bob.headers)
@@ -86,8 +80,8 @@ async def test_not_found_does_not_reveal_whether_the_task_exists(
 async def test_lists_and_searches_only_show_ones_own_tasks(
     client: AsyncTestClient[Any], alice: Account, bob: Account
 ) -> None:
-    mine = await create(client, bob, title="shared word")
-    await create(client, alice, title="shared word")
+    mine = await create_task(client, bob, title="shared word")
+    await create_task(client, alice, title="shared word")
 
     listed = await client.get(bob.tasks_url(), headers=bob.headers)
     searched = await client.get(f"{bob.tasks_url()}?q=shared", headers=bob.headers)
@@ -100,7 +94,7 @@ async def test_lists_and_searches_only_show_ones_own_tasks(
 async def test_a_task_created_on_ones_own_path_belongs_to_oneself(
     client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account
 ) -> None:
-    task = await create(client, bob, user_id=alice.id)
+    task = await create_task(client, bob, user_id=alice.id)
 
     assert task["user_id"] == bob.id
     assert await snapshot(db, alice) == []

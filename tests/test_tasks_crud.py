@@ -8,7 +8,7 @@ from uuid import UUID
 
 from litestar.testing import AsyncTestClient
 
-from tests.factories import Account, TaskCreateFactory
+from tests.factories import Account, TaskCreateFactory, create_task
 
 TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 
@@ -17,12 +17,6 @@ def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
     assert parsed.tzinfo is not None, f"timestamp without timezone: {value}"
     return parsed
-
-
-async def create(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
-    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def test_create_returns_201_with_the_task_and_its_location(client: AsyncTestClient[Any], alice: Account) -> None:
@@ -55,7 +49,7 @@ async def test_create_defaults_description_to_null_and_completed_to_false(
 
 
 async def test_create_accepts_completed_true(client: AsyncTestClient[Any], alice: Account) -> None:
-    task = await create(client, alice, title="Already done", completed=True)
+    task = await create_task(client, alice, title="Already done", completed=True)
 
     assert task["completed"] is True
 
@@ -72,13 +66,13 @@ async def test_location_of_a_created_task_serves_that_task(client: AsyncTestClie
 async def test_title_length_counts_characters_not_bytes(client: AsyncTestClient[Any], alice: Account) -> None:
     title = "\N{GRINNING FACE}" * 200  # 200 characters, 800 bytes in UTF-8
 
-    task = await create(client, alice, title=title)
+    task = await create_task(client, alice, title=title)
 
     assert task["title"] == title
 
 
 async def test_boundary_lengths_are_accepted(client: AsyncTestClient[Any], alice: Account) -> None:
-    task = await create(client, alice, title="t" * 200, description="d" * 1000)
+    task = await create_task(client, alice, title="t" * 200, description="d" * 1000)
 
     assert len(task["title"]) == 200
     assert len(task["description"]) == 1000
@@ -96,7 +90,7 @@ async def test_server_assigned_fields_in_the_body_are_ignored(
         "owner": "someone",
     }
 
-    task = await create(client, alice, **forged)
+    task = await create_task(client, alice, **forged)
 
     assert task["id"] != forged["id"]
     assert task["user_id"] == alice.id
@@ -105,7 +99,7 @@ async def test_server_assigned_fields_in_the_body_are_ignored(
 
 
 async def test_get_returns_the_task(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
 
     response = await client.get(alice.tasks_url(created["id"]), headers=alice.headers)
 
@@ -114,7 +108,7 @@ async def test_get_returns_the_task(client: AsyncTestClient[Any], alice: Account
 
 
 async def test_update_changes_only_the_fields_sent(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice, title="Old title", description="Keep me", completed=False)
+    created = await create_task(client, alice, title="Old title", description="Keep me", completed=False)
 
     response = await client.put(alice.tasks_url(created["id"]), json={"title": "New title"}, headers=alice.headers)
 
@@ -127,7 +121,7 @@ async def test_update_changes_only_the_fields_sent(client: AsyncTestClient[Any],
 
 
 async def test_update_with_null_description_clears_it(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice, title="Has notes", description="Notes")
+    created = await create_task(client, alice, title="Has notes", description="Notes")
 
     response = await client.put(alice.tasks_url(created["id"]), json={"description": None}, headers=alice.headers)
 
@@ -137,7 +131,7 @@ async def test_update_with_null_description_clears_it(client: AsyncTestClient[An
 
 
 async def test_update_can_set_every_field_at_once(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice, title="A", description=None, completed=False)
+    created = await create_task(client, alice, title="A", description=None, completed=False)
 
     body = {"title": "B", "description": "now described", "completed": True}
     response = await client.put(alice.tasks_url(created["id"]), json=body, headers=alice.headers)
@@ -147,7 +141,7 @@ async def test_update_can_set_every_field_at_once(client: AsyncTestClient[Any], 
 
 
 async def test_update_advances_updated_at_and_keeps_created_at(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
 
     updated = (
         await client.put(alice.tasks_url(created["id"]), json={"title": "Changed"}, headers=alice.headers)
@@ -158,7 +152,7 @@ async def test_update_advances_updated_at_and_keeps_created_at(client: AsyncTest
 
 
 async def test_update_is_persisted(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
     await client.put(alice.tasks_url(created["id"]), json={"title": "Persisted"}, headers=alice.headers)
 
     fetched = (await client.get(alice.tasks_url(created["id"]), headers=alice.headers)).json()
@@ -167,7 +161,7 @@ async def test_update_is_persisted(client: AsyncTestClient[Any], alice: Account)
 
 
 async def test_empty_update_changes_nothing(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
 
     response = await client.put(alice.tasks_url(created["id"]), json={}, headers=alice.headers)
 
@@ -178,7 +172,7 @@ async def test_empty_update_changes_nothing(client: AsyncTestClient[Any], alice:
 async def test_update_ignores_server_assigned_fields(
     client: AsyncTestClient[Any], alice: Account, bob: Account
 ) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
     forged = {"id": "00000000-0000-0000-0000-000000000002", "user_id": bob.id, "created_at": "2000-01-01T00:00:00Z"}
 
     response = await client.put(alice.tasks_url(created["id"]), json=forged, headers=alice.headers)
@@ -190,7 +184,7 @@ async def test_update_ignores_server_assigned_fields(
 
 
 async def test_toggle_flips_completed_both_ways(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice, title="Toggle me", completed=False)
+    created = await create_task(client, alice, title="Toggle me", completed=False)
     url = alice.tasks_url(created["id"], "complete")
 
     first = await client.patch(url, headers=alice.headers)
@@ -205,7 +199,7 @@ async def test_toggle_flips_completed_both_ways(client: AsyncTestClient[Any], al
 
 
 async def test_toggle_ignores_a_request_body(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice, completed=False)
+    created = await create_task(client, alice, completed=False)
 
     response = await client.patch(
         alice.tasks_url(created["id"], "complete"), json={"completed": False}, headers=alice.headers
@@ -216,7 +210,7 @@ async def test_toggle_ignores_a_request_body(client: AsyncTestClient[Any], alice
 
 
 async def test_delete_returns_204_with_an_empty_body(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
 
     response = await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
 
@@ -225,7 +219,7 @@ async def test_delete_returns_204_with_an_empty_body(client: AsyncTestClient[Any
 
 
 async def test_deleted_task_is_gone(client: AsyncTestClient[Any], alice: Account) -> None:
-    created = await create(client, alice)
+    created = await create_task(client, alice)
     await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
 
     assert (await client.get(alice.tasks_url(created["id"]), headers=alice.headers)).status_code == 404

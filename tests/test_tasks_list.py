@@ -8,13 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.factories import Account, TaskCreateFactory
-
-
-async def create(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
-    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
+from tests.factories import Account, create_task
 
 
 async def fetch(client: AsyncTestClient[Any], account: Account, query: str = "") -> tuple[list[dict[str, Any]], int]:
@@ -38,7 +32,7 @@ async def seeded(client: AsyncTestClient[Any], alice: Account) -> list[dict[str,
         {"title": "Date night", "description": "book 100% a table", "completed": True},
         {"title": "eggs", "description": "buy_a_dozen", "completed": False},
     ]
-    return [await create(client, alice, **spec) for spec in specs]
+    return [await create_task(client, alice, **spec) for spec in specs]
 
 
 async def test_new_user_has_an_empty_list(client: AsyncTestClient[Any], alice: Account) -> None:
@@ -167,7 +161,7 @@ async def test_limit_bounds_are_inclusive(
 
 async def test_ties_in_the_sort_key_page_stably(client: AsyncTestClient[Any], alice: Account) -> None:
     for _ in range(6):
-        await create(client, alice, title="same title")
+        await create_task(client, alice, title="same title")
 
     full, _ = await fetch(client, alice, "sort=title")
     paged = [

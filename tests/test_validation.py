@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.factories import Account, TaskCreateFactory
+from tests.factories import Account, create_task
 
 NUL = "\x00"
 
@@ -25,12 +25,6 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
         assert field in [error["field"] for error in problem["errors"]], problem
         assert all(error["message"] for error in problem["errors"])
     return problem
-
-
-async def create(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
-    response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
-    assert response.status_code == 201, response.text
-    return response.json()
 
 
 async def list_all(client: AsyncTestClient[Any], account: Account) -> list[dict[str, Any]]:
@@ -106,7 +100,7 @@ INVALID_UPDATES: list[tuple[str, Any, str]] = [
 async def test_invalid_update_is_422_and_changes_nothing(
     client: AsyncTestClient[Any], alice: Account, case: str, body: Any, field: str
 ) -> None:
-    task = await create(client, alice, title="Untouched", description="Same", completed=False)
+    task = await create_task(client, alice, title="Untouched", description="Same", completed=False)
 
     response = await client.put(alice.tasks_url(task["id"]), json=body, headers=alice.headers)
 
@@ -117,7 +111,7 @@ async def test_invalid_update_is_422_and_changes_nothing(
 async def test_update_with_one_bad_field_applies_none_of_the_others(
     client: AsyncTestClient[Any], alice: Account
 ) -> None:
-    task = await create(client, alice, title="Before", completed=False)
+    task = await create_task(client, alice, title="Before", completed=False)
 
     response = await client.put(
         alice.tasks_url(task["id"]), json={"title": "After", "completed": "nope"}, headers=alice.headers
