@@ -20,6 +20,10 @@ install:
         uv pip sync --quiet --require-hashes --python .venv/bin/python requirements/dev.lock
         echo "$want" > .venv/.synced-lock
     fi
+    # The docs page's Scalar bundle (pinned, integrity-checked). Without npm the page falls back to the CDN.
+    if command -v npm >/dev/null && ! ls assets/scalar/scalar-api-reference-*.js >/dev/null 2>&1; then
+        .venv/bin/python -m app docs-assets >/dev/null || echo "warning: Scalar bundle not fetched; docs use the CDN" >&2
+    fi
 
 # Apply pending migrations, then serve on $HOST:$PORT (default 127.0.0.1:8000, SQLite in ./var)
 serve: install
@@ -36,6 +40,10 @@ migrate: install
 # Autogenerate a migration from the models (run `just migrate` first; review the file before committing)
 revision message: install
     {{ python }} -m app revision "{{ message }}"
+
+# Fetch the pinned Scalar bundle so /schema/scalar works offline (done by install when npm is present)
+docs-assets: install
+    {{ python }} -m app docs-assets
 
 # Print a development token for USER_ID, signed with JWT_SECRET
 token user_id *args: install

@@ -4,6 +4,7 @@
 ``python -m app migrate``           apply pending migrations
 ``python -m app revision MESSAGE``  autogenerate a migration from the models (review it before committing)
 ``python -m app token USER_ID``     print an HS256 token signed with JWT_SECRET, for local development
+``python -m app docs-assets``       fetch the pinned Scalar bundle so /schema/scalar needs no CDN
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from advanced_alchemy.extensions.litestar import AlembicCommands
 
 from app.config import ConfigError, Settings, load_settings
 from app.db import alchemy_config, create_engine, upgrade_schema
+from app.docs import install_scalar_bundle
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--email", default=None)
     token.add_argument("--name", default=None)
     token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires")
+    commands.add_parser("docs-assets", help="fetch the pinned Scalar bundle for offline docs")
     return parser
 
 
@@ -64,6 +67,9 @@ def _token(settings: Settings, user_id: str, email: str | None, name: str | None
 def main(argv: list[str] | None = None) -> int:
     """Run one command; exit status 2 on invalid configuration."""
     args = _parser().parse_args(argv)
+    if args.command == "docs-assets":
+        print(install_scalar_bundle())
+        return 0
     try:
         settings = load_settings()
         if args.command == "serve":

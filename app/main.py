@@ -15,6 +15,7 @@ from litestar.middleware import DefineMiddleware
 from app.auth import BearerAuthMiddleware, TokenVerifier
 from app.config import Settings, load_settings
 from app.db import alchemy_config
+from app.docs import docs_assets_router
 from app.errors import exception_handlers
 from app.health import HealthController
 from app.openapi import finalize_schema, openapi_config
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await database.get_engine().dispose()
 
     app = Litestar(
-        route_handlers=[HealthController, TaskController],
+        route_handlers=[HealthController, TaskController, docs_assets_router()],
         plugins=[SQLAlchemyPlugin(config=database)],
         middleware=[
             DefineMiddleware(

@@ -6,16 +6,14 @@ from http import HTTPStatus
 
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, Operation, SecurityScheme, Tag
 
+from app.docs import ScalarDocs
 from app.errors import PROBLEM_JSON, ProblemDetails
 
-__all__ = ("BEARER_SCHEME", "SCALAR_VERSION", "finalize_schema", "openapi_config", "problem_responses")
+__all__ = ("BEARER_SCHEME", "finalize_schema", "openapi_config", "problem_responses")
 
 BEARER_SCHEME = "BearerToken"
-#: Pinned so the docs page does not change under us; bump deliberately.
-SCALAR_VERSION = "1.72.1"
 
 _DESCRIPTIONS = {
     401: "Missing, malformed, expired or otherwise invalid bearer token (see `WWW-Authenticate`).",
@@ -52,7 +50,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
             "(RFC 9457)."
         ),
         path="/schema",
-        render_plugins=[ScalarRenderPlugin(version=SCALAR_VERSION)],
+        render_plugins=[ScalarDocs()],
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(

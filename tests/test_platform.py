@@ -146,3 +146,10 @@ async def test_cors_does_not_grant_other_origins(client: AsyncTestClient[Any], a
     response = await client.get(alice.tasks_url(), headers={**alice.headers, "Origin": "https://evil.example"})
 
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_docs_assets_are_served_without_a_token(client: AsyncTestClient[Any]) -> None:
+    response = await client.get("/schema/assets/scalar.css")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/css")

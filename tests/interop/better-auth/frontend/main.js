@@ -1,0 +1,45 @@
+// The test frontend: signs a user up with the Better Auth client, gets a JWT with authClient.token(),
+// then drives the Todo API with todoApi(). The Python test reads window.__result.
+import { createAuthClient } from "better-auth/client";
+import { jwtClient } from "better-auth/client/plugins";
+import { todoApi } from "./todo-api.js";
+
+export const authClient = createAuthClient({
+  baseURL: window.location.origin, // the Better Auth server (in Next.js: your app's own origin)
+  plugins: [jwtClient()],
+});
+
+async function getToken() {
+  const { data, error } = await authClient.token();
+  if (error) throw new Error(`no token: ${error.message ?? error.status}`);
+  return data.token;
+}
+
+async function run() {
+  const params = new URLSearchParams(window.location.search);
+  const apiUrl = params.get("api");
+  const email = params.get("email");
+  const signUp = await authClient.signUp.email({ email, password: "interop-password-1", name: "Browser User" });
+  if (signUp.error) throw new Error(`sign-up failed: ${signUp.error.message}`);
+  const userId = signUp.data.user.id;
+
+  const api = todoApi(apiUrl, userId, getToken);
+  const steps = [];
+  const created = await api.create({ title: "Written by the browser", description: "via fetch" });
+  steps.push({ step: "create", id: created.task.id, location: created.location });
+  const listed = await api.list();
+  steps.push({ step: "list", ids: listed.tasks.map((t) => t.id), total: listed.total });
+  const toggled = await api.toggle(created.task.id);
+  steps.push({ step: "toggle", completed: toggled.completed });
+  const updated = await api.update(created.task.id, { title: "Renamed by the browser" });
+  steps.push({ step: "update", title: updated.title });
+  await api.remove(created.task.id);
+  const after = await api.list();
+  steps.push({ step: "delete", total: after.total });
+  return { userId, steps };
+}
+
+run().then(
+  (result) => { window.__result = { ok: true, ...result }; },
+  (error) => { window.__result = { ok: false, error: String(error), problem: error.problem ?? null }; },
+);
