@@ -20,6 +20,7 @@ __all__ = (
     "DomainError",
     "FieldError",
     "NotFoundError",
+    "PreconditionFailedError",
     "ProblemDetails",
     "ServiceUnavailableError",
     "exception_handlers",
@@ -72,6 +73,13 @@ class NotFoundError(DomainError):
 
     status_code = 404
     detail = "Not found."
+
+
+class PreconditionFailedError(DomainError):
+    """An If-Match precondition does not hold: the resource changed since the client read it."""
+
+    status_code = 412
+    detail = "The resource has changed since it was read; fetch it again."
 
 
 class ServiceUnavailableError(DomainError):

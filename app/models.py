@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, false
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = (
@@ -67,3 +67,5 @@ class Task(DefaultBase):
     completed: Mapped[bool] = mapped_column(default=False, server_default=false(), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # Bumped by every change; the ETag clients send back in If-Match to avoid overwriting each other.
+    version: Mapped[int] = mapped_column(default=1, server_default=text("1"))

@@ -19,7 +19,9 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, expired or otherwise invalid bearer token (see `WWW-Authenticate`).",
     403: "The token is valid but its subject is not the `user_id` in the path.",
     404: "No such task for this user (another user's task is reported the same way).",
+    412: "`If-Match` does not match the task's current ETag: it changed since it was read. Nothing was changed.",
     413: "The request body is larger than 64 KiB.",
+    415: "The request body is not `application/json`.",
     422: "The request is invalid; `errors` names each offending field.",
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
 }

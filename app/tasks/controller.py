@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, requires_path_owner
+from app.etags import etag_for, matches, parse_entity_tags
+from app.models import Task
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.schemas import (
     NO_NUL_PATTERN,
@@ -27,6 +30,19 @@ from app.users.service import UserProvisioner
 
 __all__ = ("TaskController",)
 
+ETAG_HEADER = ResponseHeader(
+    name="ETag", description="The task's version; send it back in `If-Match` to update safely.", documentation_only=True
+)
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="Apply only if the task still has this ETag (else 412). Without it, the last write wins.",
+    ),
+]
+IfNoneMatch = Annotated[
+    str | None, HeaderParameter(name="If-None-Match", description="Answer 304 if the task still has this ETag.")
+]
 UserIdPath = Annotated[str, PathParameter(description="The authenticated user's id: must equal the token's `sub`.")]
 
 
@@ -94,8 +110,11 @@ class TaskController(Controller):
         summary="Create a task",
         dto=StrictJSON[TaskCreate],
         return_dto=None,
-        response_headers=[ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True)],
-        responses=problem_responses(401, 403, 413, 422, 503),
+        response_headers=[
+            ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True),
+            ETAG_HEADER,
+        ],
+        responses=problem_responses(401, 403, 413, 415, 422, 503),
     )
     async def create_task(
         self,
@@ -104,19 +123,30 @@ class TaskController(Controller):
         data: JSONBody[TaskCreate],
     ) -> Response[TaskRead]:
         """Create a task owned by the caller. `id`, `user_id` and timestamps in the body are ignored."""
-        task = TaskRead.from_model(await tasks.create(data))
+        task = await tasks.create(data)
         location = f"{request.url.path.rstrip('/')}/{task.id}"
-        return Response(task, status_code=201, headers={"Location": location})
+        return _task_response(task, status_code=201, headers={"Location": location})
 
     @get(
         "/{task_id:str}",
         operation_id="GetTask",
         summary="Get a task",
-        responses=problem_responses(401, 403, 404, 422, 503),
+        response_headers=[ETAG_HEADER],
+        responses={
+            304: ResponseSpec(None, description="`If-None-Match` names the current ETag: the cached copy is current."),
+            **problem_responses(401, 403, 404, 422, 503),
+        },
     )
-    async def get_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> TaskRead:
-        """One of the caller's tasks."""
-        return TaskRead.from_model(await tasks.get(task_id))
+    async def get_task(
+        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_none_match: IfNoneMatch = None
+    ) -> Response[TaskRead]:
+        """One of the caller's tasks; `If-None-Match` with its current ETag gives 304 without a body."""
+        task = await tasks.get(task_id)
+        precondition = parse_entity_tags(if_none_match)
+        if precondition is not None and matches(precondition, task.version, weak=True):
+            # A 304 has no body; the annotation describes the 200 for the OpenAPI document.
+            return cast("Response[TaskRead]", Response(None, status_code=304, headers={"ETag": etag_for(task.version)}))
+        return _task_response(task)
 
     @put(
         "/{task_id:str}",
@@ -124,30 +154,47 @@ class TaskController(Controller):
         summary="Update a task",
         dto=StrictJSON[TaskUpdate],
         return_dto=None,
-        responses=problem_responses(401, 403, 404, 413, 422, 503),
+        response_headers=[ETAG_HEADER],
+        responses=problem_responses(401, 403, 404, 412, 413, 415, 422, 503),
     )
     async def update_task(
-        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], data: JSONBody[TaskUpdate]
-    ) -> TaskRead:
+        self,
+        tasks: NamedDependency[TaskService],
+        task_id: FromPath[UUID],
+        data: JSONBody[TaskUpdate],
+        if_match: IfMatch = None,
+    ) -> Response[TaskRead]:
         """Change only the fields present in the body; `description: null` clears the description."""
-        return TaskRead.from_model(await tasks.update(task_id, data))
+        return _task_response(await tasks.update(task_id, data, parse_entity_tags(if_match)))
 
     @delete(
         "/{task_id:str}",
         operation_id="DeleteTask",
         summary="Delete a task",
-        responses=problem_responses(401, 403, 404, 422, 503),
+        responses=problem_responses(401, 403, 404, 412, 422, 503),
     )
-    async def delete_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> None:
+    async def delete_task(
+        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
+    ) -> None:
         """Delete one of the caller's tasks; 204 with an empty body."""
-        await tasks.delete(task_id)
+        await tasks.delete(task_id, parse_entity_tags(if_match))
 
     @patch(
         "/{task_id:str}/complete",
         operation_id="ToggleTaskCompletion",
         summary="Toggle completion",
-        responses=problem_responses(401, 403, 404, 422, 503),
+        response_headers=[ETAG_HEADER],
+        responses=problem_responses(401, 403, 404, 412, 422, 503),
     )
-    async def toggle_task(self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID]) -> TaskRead:
+    async def toggle_task(
+        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
+    ) -> Response[TaskRead]:
         """Flip `completed` and return the task."""
-        return TaskRead.from_model(await tasks.toggle(task_id))
+        return _task_response(await tasks.toggle(task_id, parse_entity_tags(if_match)))
+
+
+def _task_response(task: Task, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+    """A single task with its ETag: every response that shows a task carries the version it shows."""
+    return Response(
+        TaskRead.from_model(task), status_code=status_code, headers={**(headers or {}), "ETag": etag_for(task.version)}
+    )

@@ -8,6 +8,7 @@ from uuid import UUID
 
 import msgspec
 from litestar.dto import MsgspecDTO
+from litestar.exceptions import HTTPException
 from litestar.typing import FieldDefinition
 
 from app.errors import explain_pattern
@@ -91,6 +92,11 @@ class TaskRead(msgspec.Struct, kw_only=True):
         return msgspec.convert(task, cls, from_attributes=True)
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
 class StrictJSON(MsgspecDTO[T], Generic[T]):
     """Decodes a JSON body straight into its Struct with msgspec's strict type rules.
 
@@ -100,6 +106,9 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
     """
 
     def decode_bytes(self, value: bytes) -> Any:
+        content_type = self.asgi_connection.headers.get("content-type")
+        if content_type is not None and not _is_json(content_type):
+            raise HTTPException(status_code=415, detail=f"Send the body as application/json, not {content_type[:80]}.")
         try:
             return msgspec.json.decode(value, type=self.model_type)
         except UnicodeDecodeError as exc:

@@ -6,28 +6,35 @@ owner criterion, so no handler can forget the filter: a task of another user is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.tokens import Principal
-from app.errors import NotFoundError
+from app.errors import NotFoundError, PreconditionFailedError
+from app.etags import Precondition, accepted_versions, matches
 from app.models import Task, utcnow
 from app.tasks.schemas import TaskCreate, TaskSort, TaskUpdate
 from app.users.service import UserProvisioner
 
-__all__ = ("TaskNotFoundError", "TaskRepository", "TaskService")
+__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskRepository", "TaskService")
 
 
 class TaskNotFoundError(NotFoundError):
     """No task with this id belongs to the caller."""
 
     detail = "Task not found."
+
+
+class TaskChangedError(PreconditionFailedError):
+    """If-Match named a version the task no longer has: someone changed it since the client read it."""
+
+    detail = "The task has changed since it was read (If-Match does not match its ETag); fetch it and retry."
 
 
 class TaskRepository(SQLAlchemyAsyncRepository[Task]):
@@ -120,35 +127,56 @@ class TaskService:
         await self.session.commit()
         return task
 
-    async def update(self, task_id: UUID, data: TaskUpdate) -> Task:
-        """Change the fields the client sent, in one atomic statement."""
+    async def update(self, task_id: UUID, data: TaskUpdate, if_match: Precondition | None = None) -> Task:
+        """Change the fields the client sent, in one atomic statement (only at the If-Match version, if given)."""
         changes = data.changes()
         if not changes:
-            return await self.get(task_id)
-        return await self._update_one(task_id, {**changes, "updated_at": utcnow()})
+            task = await self.get(task_id)
+            if if_match is not None and not matches(if_match, task.version, weak=False):
+                raise TaskChangedError
+            return task
+        return await self._update_one(task_id, {**changes, "updated_at": utcnow()}, if_match)
 
-    async def toggle(self, task_id: UUID) -> Task:
+    async def toggle(self, task_id: UUID, if_match: Precondition | None = None) -> Task:
         """Flip ``completed``. The flip happens in the database, so concurrent toggles never read a stale value."""
-        return await self._update_one(task_id, {"completed": ~Task.completed, "updated_at": utcnow()})
+        return await self._update_one(task_id, {"completed": ~Task.completed, "updated_at": utcnow()}, if_match)
 
-    async def delete(self, task_id: UUID) -> None:
-        """Remove the owner's task with this id."""
-        statement = delete(Task).where(self._owned, Task.id == task_id).returning(Task.id)
+    async def delete(self, task_id: UUID, if_match: Precondition | None = None) -> None:
+        """Remove the owner's task with this id (only at the If-Match version, if given)."""
+        statement = delete(Task).where(*self._target(task_id, if_match)).returning(Task.id)
         deleted = (await self.session.execute(statement)).scalar_one_or_none()
         if deleted is None:
-            raise TaskNotFoundError
+            await self._missing_or_changed(task_id)
         await self.session.commit()
 
-    async def _update_one(self, task_id: UUID, values: dict[str, Any]) -> Task:
+    async def _update_one(self, task_id: UUID, values: dict[str, Any], if_match: Precondition | None) -> Task:
         statement = (
             update(Task)
-            .where(self._owned, Task.id == task_id)
-            .values(**values)
+            .where(*self._target(task_id, if_match))
+            .values(**values, version=Task.version + 1)
             .returning(Task)
             .execution_options(synchronize_session=False)
         )
         task = (await self.session.execute(statement)).scalar_one_or_none()
         if task is None:
-            raise TaskNotFoundError
+            await self._missing_or_changed(task_id)
         await self.session.commit()
         return task
+
+    def _target(self, task_id: UUID, if_match: Precondition | None) -> tuple[ColumnElement[bool], ...]:
+        """The owner's task with this id, and, under If-Match, only at a version the client names.
+
+        The version check is part of the same statement as the write, so of N concurrent writers holding
+        the same ETag exactly one succeeds; the others find no row at that version.
+        """
+        criteria: tuple[ColumnElement[bool], ...] = (self._owned, Task.id == task_id)
+        if if_match is not None and (versions := accepted_versions(if_match)) is not None:
+            criteria += (Task.version.in_(sorted(versions)) if versions else false(),)
+        return criteria
+
+    async def _missing_or_changed(self, task_id: UUID) -> NoReturn:
+        """Nothing was written: say whether the task is absent (404) or at another version (412)."""
+        await self.session.rollback()
+        if await self.repository.exists(Task.id == task_id):
+            raise TaskChangedError
+        raise TaskNotFoundError
