@@ -50,6 +50,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     jwt_jwks_min_refresh_interval_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 1.0
     jwt_jwks_max_age_seconds: Seconds = 300.0
 
+    rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
+    rate_limit_anonymous_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 120
+    redis_url: str | None = None
+
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
@@ -63,6 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 _check_http_url(name, value)
         if self.jwt_secret is not None and len(self.jwt_secret) < MIN_SECRET_LENGTH:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters long")
+        if self.redis_url is not None and urlsplit(self.redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {self.redis_url!r}")
         for origin in self.cors_origins:
             if origin != "*":
                 _check_http_url("cors_origins", origin)

@@ -15,6 +15,8 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from app.audit import audit
+
 __all__ = (
     "PROBLEM_JSON",
     "DomainError",
@@ -169,21 +171,26 @@ def _on_litestar_validation(_: Request[Any, Any, Any], exc: ValidationException)
     return _validation_response(errors)
 
 
-def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
+def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
     status = exc.status_code
     detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
-    if status >= 500:
-        logger.error("HTTP %s raised: %s", status, exc.detail)
-    return problem_response(status, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 429 and "Retry-After" not in headers and "RateLimit-Reset" in headers:
+        # Litestar's limiter sends the draft RateLimit-* headers; Retry-After is what clients act on.
+        headers["Retry-After"] = headers["RateLimit-Reset"]
+    _record(request, status, detail)
+    return problem_response(status, detail, headers=headers)
 
 
-def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
+def _on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
+    _record(request, exc.status_code, exc.detail)
     return problem_response(exc.status_code, exc.detail, headers=headers)
 
 
-def _on_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
-    logger.warning("Database unavailable: %s: %s", type(exc).__name__, exc)
+def _on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
+    # The type only: a database error message can quote SQL parameters, which are user data.
+    _record(request, 503, f"database unavailable: {type(exc).__name__}")
     return problem_response(503, ServiceUnavailableError.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
@@ -195,8 +202,32 @@ def _on_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Resp
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
-    logger.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    _record(request, 500, f"unhandled {type(exc).__name__}")
     return problem_response(500, "An unexpected error occurred.")
+
+
+_EVENTS = {401: "auth.failed", 403: "auth.forbidden", 412: "task.conflict", 429: "rate.limited"}
+
+
+def _record(request: Request[Any, Any, Any], status: int, detail: str) -> None:
+    """Write the audit event for a refused or failed request (never the token itself)."""
+    event = _EVENTS.get(status) or ("server.error" if status >= 500 else None)
+    if event is None:
+        return
+    scope = request.scope
+    subject = getattr(scope.get("user"), "id", None)
+    path_params = scope.get("path_params") or {}
+    fields: dict[str, Any] = {"status": status, "subject": subject}
+    if status == 401:
+        fields["reason"] = getattr(scope.get("auth"), "reason", None) or "no bearer token"
+    elif status == 403:
+        fields["path_user"] = path_params.get("user_id")
+    elif status == 412:
+        fields["task_id"] = str(path_params.get("task_id"))
+    else:
+        fields["detail"] = detail
+    audit(event, scope, **fields)
 
 
 def _default_detail(status: int) -> str:

@@ -12,13 +12,16 @@ from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
-from app.auth import BearerAuthMiddleware, TokenVerifier
+from app.audit import configure_audit_logging
+from app.auth import BearerAuthMiddleware, TokenVerifier, requires_authentication
 from app.config import Settings, load_settings
 from app.db import alchemy_config
-from app.docs import docs_assets_router
+from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
 from app.errors import exception_handlers
+from app.headers import docs_csp, security_headers_hook
 from app.health import HealthController
 from app.openapi import finalize_schema, openapi_config
+from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
 from app.tasks.controller import TaskController
 from app.users.service import UserProvisioner
 
@@ -37,10 +40,17 @@ def _app_version() -> str:
         return "0.1.0"
 
 
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the application for ``settings`` (default: read from the environment and ``.env``)."""
     settings = settings or load_settings()
+    configure_audit_logging()
     verifier = TokenVerifier.from_settings(settings)
+    docs = ScalarDocs()
     provisioner = UserProvisioner()
     database = alchemy_config(settings)
 
@@ -65,13 +75,21 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[HealthController, TaskController, docs_assets_router()],
         plugins=[SQLAlchemyPlugin(config=database)],
+        # Order matters: authentication identifies the caller, then the limiter counts the request against
+        # that identity (or the client address), then the app-level guard answers 401 if nobody was identified.
         middleware=[
             DefineMiddleware(
                 BearerAuthMiddleware,
                 verifier=verifier,
                 exclude=["^/schema"],
                 exclude_from_auth_key="exclude_from_auth",
-            )
+            ),
+            *(config.middleware for config in rate_limit_configs(settings)),
+        ],
+        guards=[requires_authentication],
+        stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
+        before_send=[
+            security_headers_hook("/schema/scalar", docs_csp(None if docs.local else _origin(SCALAR_CDN_URL)))
         ],
         dependencies={
             "provisioner": Provide(lambda: provisioner, use_cache=True, sync_to_thread=False),
@@ -85,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             expose_headers=["X-Total-Count", "Location", "ETag"],
             max_age=600,
         ),
-        openapi_config=openapi_config(_app_version()),
+        openapi_config=openapi_config(_app_version(), docs),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         logging_config=LoggingConfig(
             root={"level": settings.log_level, "handlers": ["queue_listener"]},

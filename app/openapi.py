@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     413: "The request body is larger than 64 KiB.",
     415: "The request body is not `application/json`.",
     422: "The request is invalid; `errors` names each offending field.",
+    429: "Too many requests from this user (or, without a valid token, this address); retry after `Retry-After` seconds.",
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
 }
 
@@ -40,7 +41,7 @@ def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
     }
 
 
-def openapi_config(version: str) -> OpenAPIConfig:
+def openapi_config(version: str, docs: ScalarDocs) -> OpenAPIConfig:
     """OpenAPI served at ``/schema/openapi.json`` with the Scalar reference at ``/schema/scalar``."""
     return OpenAPIConfig(
         title="Todo API",
@@ -52,7 +53,7 @@ def openapi_config(version: str) -> OpenAPIConfig:
             "(RFC 9457)."
         ),
         path="/schema",
-        render_plugins=[ScalarDocs()],
+        render_plugins=[docs],
         components=Components(
             security_schemes={
                 BEARER_SCHEME: SecurityScheme(

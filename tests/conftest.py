@@ -139,6 +139,9 @@ def build_settings(database_url: str, jwks_server: JWKSServer | None = None, **o
         "JWT_ISSUER": ISSUER,
         "JWT_AUDIENCE": AUDIENCE,
         "LOG_LEVEL": "WARNING",
+        # The limiter stays on (every request goes through it) but out of the way; tests of it set their own.
+        "RATE_LIMIT_PER_MINUTE": "100000",
+        "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000",
     }
     if jwks_server is not None:
         environ["JWT_JWKS_URL"] = jwks_server.url

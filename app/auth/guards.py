@@ -1,28 +1,34 @@
-"""The guard that ties the ``{user_id}`` of a path to the authenticated principal."""
+"""Guards: a request must be authenticated (401), and the ``{user_id}`` of its path must be its subject (403)."""
 
 from __future__ import annotations
 
-import logging
-from typing import Any
+from typing import Any, cast
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from app.auth.middleware import AuthFailure
 from app.auth.tokens import Principal
 
-__all__ = ("requires_path_owner",)
+__all__ = ("requires_authentication", "requires_path_owner")
 
-logger = logging.getLogger(__name__)
+# Both guards are ``async`` on purpose: Litestar runs synchronous guards in a worker thread, a hop per request.
+
+
+async def requires_authentication(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Registered on the app, so every route is protected unless the authentication middleware skips it."""
+    # Typed as always holding "user", but the middleware only sets it on the routes it does not skip.
+    scope = cast("dict[str, Any]", connection.scope)
+    if "user" not in scope:
+        return  # a route excluded from authentication (health, docs)
+    if scope["user"] is None:
+        failure = scope.get("auth")
+        failure = failure if isinstance(failure, AuthFailure) else AuthFailure(reason=None)
+        raise NotAuthorizedException(failure.detail, headers={"WWW-Authenticate": failure.challenge})
 
 
 async def requires_path_owner(connection: ASGIConnection[Any, Principal, Any, Any], _: BaseRouteHandler) -> None:
-    """Allow the request only when the path's ``user_id`` is the token's subject.
-
-    ``async`` on purpose: Litestar runs synchronous guards in a worker thread, a hop per request.
-    """
-    principal = connection.user
-    path_user = connection.path_params.get("user_id")
-    if path_user != principal.id:
-        logger.warning("Cross-user access refused: subject %r asked for user %r", principal.id, path_user)
+    """Allow the request only when the path's ``user_id`` is the token's subject."""
+    if connection.path_params.get("user_id") != connection.user.id:
         raise PermissionDeniedException("This token does not grant access to another user's tasks.")

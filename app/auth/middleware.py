@@ -1,20 +1,22 @@
-"""Authentication middleware: a valid ``Authorization: Bearer`` token or a 401, before any handler runs."""
+"""Authentication middleware: who is calling, from the ``Authorization: Bearer`` token.
+
+It identifies and never rejects: a request without a valid token carries ``user = None`` and the reason,
+so the rate limiter (which runs next) can count it against its client address, and the
+:func:`~app.auth.guards.requires_authentication` guard answers it 401 before any handler runs.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import ASGIApp
 
 from app.auth.tokens import InvalidTokenError, TokenVerifier
 
-__all__ = ("BearerAuthMiddleware", "bearer_challenge")
-
-logger = logging.getLogger(__name__)
+__all__ = ("AuthFailure", "BearerAuthMiddleware", "bearer_challenge")
 
 REALM = "todo-api"
 
@@ -24,6 +26,22 @@ def bearer_challenge(error_description: str | None = None) -> str:
     if error_description is None:
         return f'Bearer realm="{REALM}"'
     return f'Bearer realm="{REALM}", error="invalid_token", error_description="{error_description}"'
+
+
+class AuthFailure(msgspec.Struct, frozen=True):
+    """Why a request is not authenticated: no token at all (``reason`` is ``None``) or an invalid one."""
+
+    reason: str | None
+
+    @property
+    def detail(self) -> str:
+        if self.reason is None:
+            return "A bearer token is required: send 'Authorization: Bearer <JWT>'."
+        return f"Invalid bearer token: {self.reason}."
+
+    @property
+    def challenge(self) -> str:
+        return bearer_challenge(self.reason)
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -40,18 +58,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         token = _bearer_token(connection.headers.get("authorization"))
         if token is None:
-            raise NotAuthorizedException(
-                "A bearer token is required: send 'Authorization: Bearer <JWT>'.",
-                headers={"WWW-Authenticate": bearer_challenge()},
-            )
+            return AuthenticationResult(user=None, auth=AuthFailure(reason=None))
         try:
             principal = await self.verifier.verify(token)
         except InvalidTokenError as exc:
-            logger.info("Rejected bearer token on %s: %s", connection.url.path, exc.reason)
-            raise NotAuthorizedException(
-                f"Invalid bearer token: {exc.reason}.",
-                headers={"WWW-Authenticate": bearer_challenge(exc.reason)},
-            ) from None
+            return AuthenticationResult(user=None, auth=AuthFailure(reason=exc.reason))
         return AuthenticationResult(user=principal, auth=token)
 
 
