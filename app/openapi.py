@@ -23,7 +23,7 @@ _DESCRIPTIONS = {
     413: "The request body is larger than 64 KiB.",
     415: "The request body is not `application/json`.",
     422: "The request is invalid; `errors` names each offending field.",
-    429: "Too many requests from this user (or, without a valid token, this address); retry after `Retry-After` seconds.",
+    429: "Too many requests from this user (or, without a valid token, this address); see `Retry-After`.",
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
 }
 

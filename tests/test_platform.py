@@ -12,17 +12,20 @@ from tests.factories import Account
 from tests.issuer import JWKSServer
 
 TASK_OPERATIONS = {
-    ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "503"}),
-    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "413", "415", "422", "503"}),
-    ("/api/{user_id}/tasks/{task_id}", "get"): ("GetTask", {"200", "304", "401", "403", "404", "422", "503"}),
+    ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "429", "503"}),
+    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "413", "415", "422", "429", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "get"): ("GetTask", {"200", "304", "401", "403", "404", "422", "429", "503"}),
     ("/api/{user_id}/tasks/{task_id}", "put"): (
         "UpdateTask",
-        {"200", "401", "403", "404", "412", "413", "415", "422", "503"},
+        {"200", "401", "403", "404", "412", "413", "415", "422", "429", "503"},
     ),
-    ("/api/{user_id}/tasks/{task_id}", "delete"): ("DeleteTask", {"204", "401", "403", "404", "412", "422", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "delete"): (
+        "DeleteTask",
+        {"204", "401", "403", "404", "412", "422", "429", "503"},
+    ),
     ("/api/{user_id}/tasks/{task_id}/complete", "patch"): (
         "ToggleTaskCompletion",
-        {"200", "401", "403", "404", "412", "422", "503"},
+        {"200", "401", "403", "404", "412", "422", "429", "503"},
     ),
 }
 UNREACHABLE_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:9/unreachable"

@@ -199,3 +199,63 @@ async def test_a_body_over_64_kib_is_413_and_creates_nothing(client: AsyncTestCl
 
     assert_problem(response, 413)
     assert await list_all(client, alice) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "raw"),
+    [
+        ("deeply nested JSON", b'{"title": "x", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+        ("duplicate keys", b'{"title": "first", "title": "second"}'),
+        ("duplicate keys in a nested object", b'{"title": "x", "extra": {"a": 1, "a": 2}}'),
+        ("lone surrogate escape", b'{"title": "\\ud800"}'),
+        ("a bare number", b"42"),
+        ("an empty object", b"{}"),
+    ],
+)
+async def test_hostile_bodies_are_refused_and_change_nothing(
+    client: AsyncTestClient[Any], alice: Account, case: str, raw: bytes
+) -> None:
+    response = await client.post(
+        alice.tasks_url(), content=raw, headers={**alice.headers, "Content-Type": "application/json"}
+    )
+
+    assert 400 <= response.status_code < 500, (case, response.status_code)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert await list_all(client, alice) == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/json"]
+)
+async def test_a_body_that_is_not_declared_json_is_415(
+    client: AsyncTestClient[Any], alice: Account, content_type: str
+) -> None:
+    response = await client.post(
+        alice.tasks_url(),
+        content=b'{"title": "looks like json"}',
+        headers={**alice.headers, "Content-Type": content_type},
+    )
+
+    assert_problem(response, 415)
+    assert await list_all(client, alice) == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
+async def test_json_media_types_are_accepted(client: AsyncTestClient[Any], alice: Account, content_type: str) -> None:
+    response = await client.post(
+        alice.tasks_url(), content=b'{"title": "json"}', headers={**alice.headers, "Content-Type": content_type}
+    )
+
+    assert response.status_code == 201
+
+
+async def test_a_10_mib_body_is_413_and_the_service_stays_healthy(client: AsyncTestClient[Any], alice: Account) -> None:
+    huge = b'{"title": "big", "description": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+
+    response = await client.post(
+        alice.tasks_url(), content=huge, headers={**alice.headers, "Content-Type": "application/json"}
+    )
+
+    assert_problem(response, 413)
+    assert await list_all(client, alice) == []
+    assert (await client.get("/health")).status_code == 200

@@ -80,7 +80,7 @@ class TaskController(Controller):
                 documentation_only=True,
             )
         ],
-        responses=problem_responses(401, 403, 422, 503),
+        responses=problem_responses(401, 403, 422, 429, 503),
     )
     async def list_tasks(
         self,
@@ -114,7 +114,7 @@ class TaskController(Controller):
             ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True),
             ETAG_HEADER,
         ],
-        responses=problem_responses(401, 403, 413, 415, 422, 503),
+        responses=problem_responses(401, 403, 413, 415, 422, 429, 503),
     )
     async def create_task(
         self,
@@ -134,7 +134,7 @@ class TaskController(Controller):
         response_headers=[ETAG_HEADER],
         responses={
             304: ResponseSpec(None, description="`If-None-Match` names the current ETag: the cached copy is current."),
-            **problem_responses(401, 403, 404, 422, 503),
+            **problem_responses(401, 403, 404, 422, 429, 503),
         },
     )
     async def get_task(
@@ -155,7 +155,7 @@ class TaskController(Controller):
         dto=StrictJSON[TaskUpdate],
         return_dto=None,
         response_headers=[ETAG_HEADER],
-        responses=problem_responses(401, 403, 404, 412, 413, 415, 422, 503),
+        responses=problem_responses(401, 403, 404, 412, 413, 415, 422, 429, 503),
     )
     async def update_task(
         self,
@@ -171,7 +171,7 @@ class TaskController(Controller):
         "/{task_id:str}",
         operation_id="DeleteTask",
         summary="Delete a task",
-        responses=problem_responses(401, 403, 404, 412, 422, 503),
+        responses=problem_responses(401, 403, 404, 412, 422, 429, 503),
     )
     async def delete_task(
         self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
@@ -184,7 +184,7 @@ class TaskController(Controller):
         operation_id="ToggleTaskCompletion",
         summary="Toggle completion",
         response_headers=[ETAG_HEADER],
-        responses=problem_responses(401, 403, 404, 412, 422, 503),
+        responses=problem_responses(401, 403, 404, 412, 422, 429, 503),
     )
     async def toggle_task(
         self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
@@ -92,6 +93,21 @@ class TaskRead(msgspec.Struct, kw_only=True):
         return msgspec.convert(task, cls, from_attributes=True)
 
 
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """Refuse ``{"title": "a", "title": "b"}``: parsers disagree on which one wins, so neither may.
+
+    msgspec keeps the last silently; the standard library's parser reports every object's pairs.
+    """
+
+    def check(pairs: list[tuple[str, Any]]) -> None:
+        keys = [key for key, _ in pairs]
+        if len(keys) != len(set(keys)):
+            duplicate = next(key for key in keys if keys.count(key) > 1)
+            raise msgspec.DecodeError(f"duplicate key {duplicate!r}")
+
+    json.loads(body, object_pairs_hook=check)
+
+
 def _is_json(content_type: str) -> bool:
     media_type = content_type.split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
@@ -110,10 +126,14 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
         if content_type is not None and not _is_json(content_type):
             raise HTTPException(status_code=415, detail=f"Send the body as application/json, not {content_type[:80]}.")
         try:
-            return msgspec.json.decode(value, type=self.model_type)
+            decoded = msgspec.json.decode(value, type=self.model_type)
+            _refuse_duplicate_keys(value)
         except UnicodeDecodeError as exc:
             # msgspec lets invalid UTF-8 inside strings escape as a UnicodeDecodeError; it is malformed JSON.
             raise msgspec.DecodeError(f"invalid UTF-8 at byte {exc.start}") from None
+        except RecursionError:
+            raise msgspec.DecodeError("nested too deeply") from None
+        return decoded
 
     @classmethod
     def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Any:

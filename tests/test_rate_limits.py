@@ -1,0 +1,132 @@
+"""Bounded resources: per-user and per-address rate limits (in memory and shared through Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests.factories import Account
+from tests.issuer import JWKSServer
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+async def redis_url() -> AsyncIterator[str]:
+    """A Redis database for the test, emptied before and after; required under CI=true."""
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await client.aclose()
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"Redis at {REDIS_URL} is not reachable: {exc!r} (CI=true: required)", pytrace=False)
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc!r}; set CI=true to make this a failure")
+    await client.flushdb()
+    yield REDIS_URL
+    await client.flushdb()
+    await client.aclose()
+
+
+async def test_a_user_over_the_limit_gets_429_with_retry_after(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, bob: Account
+) -> None:
+    async with app_client(jwks_server, rate_limit_per_minute=5) as client:
+        statuses = [(await client.get(alice.tasks_url(), headers=alice.headers)).status_code for _ in range(5)]
+        limited = await client.get(alice.tasks_url(), headers=alice.headers)
+        other_user = await client.get(bob.tasks_url(), headers=bob.headers)
+        health = await client.get("/health")
+
+    assert statuses == [200] * 5
+    assert limited.status_code == 429
+    assert limited.headers["content-type"].startswith("application/problem+json")
+    assert 0 < int(limited.headers["retry-after"]) <= 60
+    assert other_user.status_code == 200  # limits are per user
+    assert health.status_code == 200
+
+
+async def test_successful_responses_advertise_the_remaining_budget(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    async with app_client(jwks_server, rate_limit_per_minute=10) as client:
+        first = await client.get(alice.tasks_url(), headers=alice.headers)
+        second = await client.get(alice.tasks_url(), headers=alice.headers)
+
+    assert first.headers["ratelimit-limit"] == "10"
+    assert int(second.headers["ratelimit-remaining"]) == int(first.headers["ratelimit-remaining"]) - 1
+
+
+async def test_requests_without_a_valid_token_are_limited_per_address(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    async with app_client(jwks_server, rate_limit_anonymous_per_minute=3, rate_limit_per_minute=100) as client:
+        anonymous = [
+            (await client.get(alice.tasks_url(), headers={"Authorization": "Bearer forged"})).status_code
+            for _ in range(4)
+        ]
+        authenticated = await client.get(alice.tasks_url(), headers=alice.headers)
+
+    assert anonymous == [401, 401, 401, 429]
+    assert authenticated.status_code == 200  # a valid token is counted against its user, not the address
+
+
+async def test_health_and_docs_are_never_limited(app_client: Callable[..., Any]) -> None:
+    async with app_client(None, rate_limit_anonymous_per_minute=1, rate_limit_per_minute=1) as client:
+        statuses = {
+            (await client.get(path)).status_code for path in ["/health", "/health/ready", "/schema/openapi.json"] * 3
+        }
+
+    assert statuses == {200}
+
+
+async def test_a_limit_of_zero_turns_limiting_off(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    async with app_client(jwks_server, rate_limit_per_minute=0) as client:
+        responses = [await client.get(alice.tasks_url(), headers=alice.headers) for _ in range(30)]
+
+    assert {r.status_code for r in responses} == {200}
+    assert "ratelimit-limit" not in responses[0].headers
+
+
+async def test_instances_sharing_redis_share_one_limit(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, redis_url: str
+) -> None:
+    settings = {"rate_limit_per_minute": 6, "redis_url": redis_url}
+    async with app_client(jwks_server, **settings) as first, app_client(jwks_server, **settings) as second:
+        statuses = [
+            (await (first if n % 2 else second).get(alice.tasks_url(), headers=alice.headers)).status_code
+            for n in range(8)
+        ]
+
+    assert statuses == [200] * 6 + [429] * 2
+
+
+async def test_the_limit_lives_in_redis(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, redis_url: str
+) -> None:
+    async with app_client(jwks_server, rate_limit_per_minute=50, redis_url=redis_url) as client:
+        await asyncio.gather(*(client.get(alice.tasks_url(), headers=alice.headers) for _ in range(3)))
+
+    redis = aioredis.from_url(redis_url)
+    try:
+        keys = [key.decode() for key in await redis.keys("todo-api:rate-limit*")]
+    finally:
+        await redis.aclose()
+    assert any(alice.id in key for key in keys), keys
+
+
+async def test_an_unreachable_redis_does_not_take_the_api_down(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    unreachable = f"redis://127.0.0.1:9/{uuid.uuid4().int % 16}"
+    async with app_client(jwks_server, rate_limit_per_minute=2, redis_url=unreachable) as client:
+        statuses = [(await client.get(alice.tasks_url(), headers=alice.headers)).status_code for _ in range(4)]
+
+    assert statuses == [200] * 4  # fails open: unlimited, but served
