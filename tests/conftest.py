@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
+from litestar import Litestar
 from sqlalchemy import insert as insert_
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -151,23 +152,34 @@ def build_settings(database_url: str, jwks_server: JWKSServer | None = None, **o
     return load_settings(environ, env_file=None)
 
 
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and talk to it over ASGI in this event loop.
+
+    Not Litestar's AsyncTestClient: its transport hands each request to a blocking portal, so requests
+    sent "concurrently" through it run one after another and concurrency tests would prove nothing.
+    """
+    async with app.lifespan():
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as test_client:
+            yield test_client
+
+
 @pytest.fixture(scope="session")
-async def client(database_url: str, jwks_server: JWKSServer) -> AsyncIterator[AsyncTestClient[Any]]:
+async def client(database_url: str, jwks_server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     """The app with both key sources, shared by the session (tests use fresh users)."""
-    app = create_app(build_settings(database_url, jwks_server))
-    async with AsyncTestClient(app=app) as test_client:
+    async with serve(create_app(build_settings(database_url, jwks_server))) as test_client:
         yield test_client
 
 
 @pytest.fixture
-def app_client(database_url: str) -> Callable[..., AbstractAsyncContextManager[AsyncTestClient[Any]]]:
+def app_client(database_url: str) -> Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]:
     """Start a separate app with its own settings, for tests of configuration-dependent behaviour."""
 
     @asynccontextmanager
-    async def start(jwks_server: JWKSServer | None = None, **overrides: Any) -> AsyncIterator[AsyncTestClient[Any]]:
+    async def start(jwks_server: JWKSServer | None = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         url = overrides.pop("database_url", database_url)
-        app = create_app(build_settings(url, jwks_server, **overrides))
-        async with AsyncTestClient(app=app) as test_client:
+        async with serve(create_app(build_settings(url, jwks_server, **overrides))) as test_client:
             yield test_client
 
     return start

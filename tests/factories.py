@@ -7,7 +7,7 @@ import string
 from dataclasses import dataclass
 from typing import Any
 
-from litestar.testing import AsyncTestClient
+import httpx
 from polyfactory import Use
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
@@ -60,7 +60,7 @@ class TaskUpdateFactory(MsgspecFactory[TaskUpdate]):
     description = Use(lambda: TaskUpdateFactory.__faker__.optional.sentence())
 
 
-async def create_task(client: AsyncTestClient[Any], account: Account, **body: Any) -> dict[str, Any]:
+async def create_task(client: httpx.AsyncClient, account: Account, **body: Any) -> dict[str, Any]:
     """Create a task through the API (factory values for whatever ``body`` leaves out) and return it."""
     response = await client.post(account.tasks_url(), json=TaskCreateFactory.json(**body), headers=account.headers)
     assert response.status_code == 201, response.text

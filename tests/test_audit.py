@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from app.audit import AUDIT_LOGGER, JSONFormatter
 from tests.factories import Account, create_task
@@ -52,7 +52,7 @@ def every_log_line(audit_log: Collector) -> Iterator[Collector]:
 
 
 async def test_authentication_failures_are_logged_with_their_reason(
-    client: AsyncTestClient[Any], audit_log: Collector, signing_keys: dict[str, SigningKey], alice: Account
+    client: httpx.AsyncClient, audit_log: Collector, signing_keys: dict[str, SigningKey], alice: Account
 ) -> None:
     expired = mint(alice.id, signing_keys["EdDSA"], expires_in=-600)
     response = await client.get(
@@ -71,7 +71,7 @@ async def test_authentication_failures_are_logged_with_their_reason(
 
 
 async def test_cross_user_attempts_name_the_subject_and_the_path_user(
-    client: AsyncTestClient[Any], audit_log: Collector, alice: Account, bob: Account
+    client: httpx.AsyncClient, audit_log: Collector, alice: Account, bob: Account
 ) -> None:
     await client.delete(alice.tasks_url("0b0e6b1c-2f0a-4b7e-8d8e-3a7c2c9a1f00"), headers=bob.headers)
 
@@ -79,7 +79,7 @@ async def test_cross_user_attempts_name_the_subject_and_the_path_user(
     assert (entry["subject"], entry["path_user"], entry["method"]) == (bob.id, alice.id, "DELETE")
 
 
-async def test_edit_conflicts_are_logged(client: AsyncTestClient[Any], audit_log: Collector, alice: Account) -> None:
+async def test_edit_conflicts_are_logged(client: httpx.AsyncClient, audit_log: Collector, alice: Account) -> None:
     task = await create_task(client, alice)
 
     await client.put(alice.tasks_url(task["id"]), json={"title": "x"}, headers={**alice.headers, "If-Match": '"0"'})
@@ -112,7 +112,7 @@ async def test_server_errors_are_logged(
 
 
 async def test_no_log_line_ever_contains_a_token_or_a_secret(
-    client: AsyncTestClient[Any], every_log_line: Collector, signing_keys: dict[str, SigningKey], alice: Account
+    client: httpx.AsyncClient, every_log_line: Collector, signing_keys: dict[str, SigningKey], alice: Account
 ) -> None:
     tokens = [
         alice.token,
@@ -133,7 +133,7 @@ async def test_no_log_line_ever_contains_a_token_or_a_secret(
 
 
 async def test_audit_lines_are_single_json_objects(
-    client: AsyncTestClient[Any], audit_log: Collector, alice: Account
+    client: httpx.AsyncClient, audit_log: Collector, alice: Account
 ) -> None:
     await client.get(alice.tasks_url(), headers={"Authorization": "Bearer x\ny"})
 

@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import jwt
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account, new_user_id
 from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
@@ -171,7 +171,7 @@ REJECTED: dict[str, tuple[TokenBuilder, str]] = {
 
 @pytest.mark.parametrize("case", list(REJECTED))
 async def test_invalid_token_is_401_invalid_token(
-    client: AsyncTestClient[Any], signing_keys: dict[str, SigningKey], case: str
+    client: httpx.AsyncClient, signing_keys: dict[str, SigningKey], case: str
 ) -> None:
     user_id = new_user_id()
     build, reason = REJECTED[case]
@@ -194,7 +194,7 @@ async def test_invalid_token_is_401_invalid_token(
     [None, "", "Bearer", "Bearer    ", "Basic dXNlcjpwYXNzd29yZA==", "Token abc.def.ghi", "bearer-token abc"],
 )
 async def test_request_without_a_bearer_token_is_401_with_a_plain_challenge(
-    client: AsyncTestClient[Any], authorization: str | None
+    client: httpx.AsyncClient, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
 
@@ -206,7 +206,7 @@ async def test_request_without_a_bearer_token_is_401_with_a_plain_challenge(
 
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
-async def test_every_task_route_requires_a_token(client: AsyncTestClient[Any], method: str) -> None:
+async def test_every_task_route_requires_a_token(client: httpx.AsyncClient, method: str) -> None:
     user_id = new_user_id()
     url = {
         "GET": f"/api/{user_id}/tasks",
@@ -221,7 +221,7 @@ async def test_every_task_route_requires_a_token(client: AsyncTestClient[Any], m
     assert response.status_code == 401
 
 
-async def test_authentication_comes_before_validation(client: AsyncTestClient[Any]) -> None:
+async def test_authentication_comes_before_validation(client: httpx.AsyncClient) -> None:
     response = await client.get(f"/api/{new_user_id()}/tasks/not-a-uuid?limit=0")
 
     assert response.status_code == 401
@@ -229,7 +229,7 @@ async def test_authentication_comes_before_validation(client: AsyncTestClient[An
 
 @pytest.mark.parametrize("algorithm", ["EdDSA", "RS256", "PS256", "ES256", "ES512"])
 async def test_tokens_signed_by_a_published_key_are_accepted(
-    client: AsyncTestClient[Any], signing_keys: dict[str, SigningKey], algorithm: str
+    client: httpx.AsyncClient, signing_keys: dict[str, SigningKey], algorithm: str
 ) -> None:
     user_id = new_user_id()
     token = mint(user_id, signing_keys[algorithm])
@@ -239,7 +239,7 @@ async def test_tokens_signed_by_a_published_key_are_accepted(
     assert response.status_code == 200, response.text
 
 
-async def test_hs256_token_signed_with_the_shared_secret_is_accepted(client: AsyncTestClient[Any]) -> None:
+async def test_hs256_token_signed_with_the_shared_secret_is_accepted(client: httpx.AsyncClient) -> None:
     user_id = new_user_id()
     token = mint(user_id, secret=HS_SECRET)
 
@@ -248,14 +248,14 @@ async def test_hs256_token_signed_with_the_shared_secret_is_accepted(client: Asy
     assert response.status_code == 200, response.text
 
 
-async def test_bearer_scheme_is_case_insensitive(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_bearer_scheme_is_case_insensitive(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(alice.tasks_url(), headers={"Authorization": f"bEaReR {alice.token}"})
 
     assert response.status_code == 200
 
 
 async def test_expiry_within_the_leeway_is_tolerated(
-    client: AsyncTestClient[Any], signing_keys: dict[str, SigningKey]
+    client: httpx.AsyncClient, signing_keys: dict[str, SigningKey]
 ) -> None:
     user_id = new_user_id()
     token = mint(user_id, signing_keys["EdDSA"], expires_in=-5)  # default leeway is 30 s of clock skew
@@ -265,7 +265,7 @@ async def test_expiry_within_the_leeway_is_tolerated(
     assert response.status_code == 200
 
 
-async def test_uuid_user_ids_work(client: AsyncTestClient[Any], make_account: Callable[..., Account]) -> None:
+async def test_uuid_user_ids_work(client: httpx.AsyncClient, make_account: Callable[..., Account]) -> None:
     account = make_account("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
 
     created = await client.post(account.tasks_url(), json={"title": "uuid user"}, headers=account.headers)
@@ -275,13 +275,13 @@ async def test_uuid_user_ids_work(client: AsyncTestClient[Any], make_account: Ca
     assert [t["id"] for t in listed.json()] == [created.json()["id"]]
 
 
-async def test_token_in_the_query_string_is_not_accepted(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_token_in_the_query_string_is_not_accepted(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(f"{alice.tasks_url()}?access_token={alice.token}&token={alice.token}")
 
     assert response.status_code == 401
 
 
-async def test_token_in_a_cookie_is_not_accepted(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_token_in_a_cookie_is_not_accepted(client: httpx.AsyncClient, alice: Account) -> None:
     client.cookies.set("access_token", alice.token)
     client.cookies.set("better-auth.session_token", alice.token)
     try:

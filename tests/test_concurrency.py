@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account, create_task
 
 CONCURRENCY = 12
 
 
-async def fetch(client: AsyncTestClient[Any], account: Account, task_id: str) -> Any:
+async def fetch(client: httpx.AsyncClient, account: Account, task_id: str) -> Any:
     response = await client.get(account.tasks_url(task_id), headers=account.headers)
     assert response.status_code == 200
     return response
 
 
 async def test_every_single_task_response_carries_an_etag_that_changes_with_each_write(
-    client: AsyncTestClient[Any], alice: Account
+    client: httpx.AsyncClient, alice: Account
 ) -> None:
     created = await client.post(alice.tasks_url(), json={"title": "versioned"}, headers=alice.headers)
     task_id = created.json()["id"]
@@ -36,7 +36,7 @@ async def test_every_single_task_response_carries_an_etag_that_changes_with_each
     assert all(tag.startswith('"') and tag.endswith('"') for tag in tags)
 
 
-async def test_an_update_without_changes_keeps_the_etag(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_an_update_without_changes_keeps_the_etag(client: httpx.AsyncClient, alice: Account) -> None:
     created = await client.post(alice.tasks_url(), json={"title": "still"}, headers=alice.headers)
 
     response = await client.put(alice.tasks_url(created.json()["id"]), json={}, headers=alice.headers)
@@ -49,7 +49,7 @@ async def test_an_update_without_changes_keeps_the_etag(client: AsyncTestClient[
     [("PUT", "", {"title": "overwritten"}), ("PATCH", "/complete", None), ("DELETE", "", None)],
 )
 async def test_a_stale_if_match_is_412_and_changes_nothing(
-    client: AsyncTestClient[Any], alice: Account, method: str, suffix: str, body: Any
+    client: httpx.AsyncClient, alice: Account, method: str, suffix: str, body: Any
 ) -> None:
     task = await create_task(client, alice, title="original", completed=False)
     stale = (await fetch(client, alice, task["id"])).headers["etag"]
@@ -71,7 +71,7 @@ async def test_a_stale_if_match_is_412_and_changes_nothing(
     [("PUT", "", {"title": "mine"}, 200), ("PATCH", "/complete", None, 200), ("DELETE", "", None, 204)],
 )
 async def test_the_current_if_match_succeeds(
-    client: AsyncTestClient[Any], alice: Account, method: str, suffix: str, body: Any, status: int
+    client: httpx.AsyncClient, alice: Account, method: str, suffix: str, body: Any, status: int
 ) -> None:
     task = await create_task(client, alice)
     current = (await fetch(client, alice, task["id"])).headers["etag"]
@@ -94,7 +94,7 @@ async def test_the_current_if_match_succeeds(
         ('""', 412),
     ],
 )
-async def test_if_match_forms(client: AsyncTestClient[Any], alice: Account, if_match: str, status: int) -> None:
+async def test_if_match_forms(client: httpx.AsyncClient, alice: Account, if_match: str, status: int) -> None:
     task = await create_task(client, alice)
     current = (await fetch(client, alice, task["id"])).headers["etag"]
 
@@ -107,7 +107,7 @@ async def test_if_match_forms(client: AsyncTestClient[Any], alice: Account, if_m
     assert response.status_code == status, response.text
 
 
-async def test_without_if_match_the_last_write_wins(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_without_if_match_the_last_write_wins(client: httpx.AsyncClient, alice: Account) -> None:
     task = await create_task(client, alice)
 
     await client.put(alice.tasks_url(task["id"]), json={"title": "first"}, headers=alice.headers)
@@ -117,7 +117,7 @@ async def test_without_if_match_the_last_write_wins(client: AsyncTestClient[Any]
     assert (await fetch(client, alice, task["id"])).json()["title"] == "second"
 
 
-async def test_if_match_on_a_missing_task_is_404_not_412(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_if_match_on_a_missing_task_is_404_not_412(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.put(
         alice.tasks_url("3d6f0a3c-1b2a-4c5d-8e9f-0a1b2c3d4e5f"),
         json={"title": "x"},
@@ -128,9 +128,7 @@ async def test_if_match_on_a_missing_task_is_404_not_412(client: AsyncTestClient
 
 
 @pytest.mark.parametrize("tag", ["{current}", "W/{current}", "*", '"1", {current}'])
-async def test_if_none_match_with_the_current_etag_is_304(
-    client: AsyncTestClient[Any], alice: Account, tag: str
-) -> None:
+async def test_if_none_match_with_the_current_etag_is_304(client: httpx.AsyncClient, alice: Account, tag: str) -> None:
     task = await create_task(client, alice)
     await client.patch(alice.tasks_url(task["id"], "complete"), headers=alice.headers)
     current = (await fetch(client, alice, task["id"])).headers["etag"]
@@ -144,7 +142,7 @@ async def test_if_none_match_with_the_current_etag_is_304(
     assert response.headers["etag"] == current
 
 
-async def test_if_none_match_with_an_old_etag_returns_the_task(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_if_none_match_with_an_old_etag_returns_the_task(client: httpx.AsyncClient, alice: Account) -> None:
     created = await client.post(alice.tasks_url(), json={"title": "fresh"}, headers=alice.headers)
     await client.patch(alice.tasks_url(created.json()["id"], "complete"), headers=alice.headers)
 
@@ -156,7 +154,7 @@ async def test_if_none_match_with_an_old_etag_returns_the_task(client: AsyncTest
     assert response.json()["completed"] is True
 
 
-async def test_a_version_in_the_body_is_ignored(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_a_version_in_the_body_is_ignored(client: httpx.AsyncClient, alice: Account) -> None:
     created = await client.post(alice.tasks_url(), json={"title": "v", "version": 99}, headers=alice.headers)
     updated = await client.put(
         alice.tasks_url(created.json()["id"]), json={"title": "w", "version": 1000}, headers=alice.headers
@@ -166,7 +164,7 @@ async def test_a_version_in_the_body_is_ignored(client: AsyncTestClient[Any], al
     assert updated.headers["etag"] == '"2"'
 
 
-async def test_concurrent_toggles_each_flip_the_task_once(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_concurrent_toggles_each_flip_the_task_once(client: httpx.AsyncClient, alice: Account) -> None:
     task = await create_task(client, alice, completed=False)
 
     responses = await asyncio.gather(
@@ -181,7 +179,7 @@ async def test_concurrent_toggles_each_flip_the_task_once(client: AsyncTestClien
     assert len({r.headers["etag"] for r in responses}) == CONCURRENCY
 
 
-async def test_concurrent_creates_create_exactly_that_many_tasks(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_concurrent_creates_create_exactly_that_many_tasks(client: httpx.AsyncClient, alice: Account) -> None:
     responses = await asyncio.gather(
         *(client.post(alice.tasks_url(), json={"title": f"c{n}"}, headers=alice.headers) for n in range(CONCURRENCY))
     )
@@ -193,7 +191,7 @@ async def test_concurrent_creates_create_exactly_that_many_tasks(client: AsyncTe
 
 
 async def test_concurrent_updates_with_the_same_if_match_let_exactly_one_win(
-    client: AsyncTestClient[Any], alice: Account
+    client: httpx.AsyncClient, alice: Account
 ) -> None:
     task = await create_task(client, alice, title="contested")
     etag = (await fetch(client, alice, task["id"])).headers["etag"]

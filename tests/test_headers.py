@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account
 
@@ -23,7 +23,7 @@ def requests_to_check(alice: Account) -> list[tuple[str, str, dict[str, Any]]]:
     ]
 
 
-async def test_every_response_carries_the_security_headers(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_every_response_carries_the_security_headers(client: httpx.AsyncClient, alice: Account) -> None:
     for method, url, options in requests_to_check(alice):
         response = await client.request(method, url, **options)
         assert response.headers["x-content-type-options"] == "nosniff", (method, url)
@@ -33,13 +33,13 @@ async def test_every_response_carries_the_security_headers(client: AsyncTestClie
         assert response.headers["x-request-id"]
 
 
-async def test_api_responses_are_never_cached(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_api_responses_are_never_cached(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(alice.tasks_url(), headers=alice.headers)
 
     assert response.headers["cache-control"] == "no-store"
 
 
-async def test_the_docs_page_has_its_own_policy(client: AsyncTestClient[Any]) -> None:
+async def test_the_docs_page_has_its_own_policy(client: httpx.AsyncClient) -> None:
     response = await client.get("/schema/scalar")
 
     policy = response.headers["content-security-policy"]
@@ -48,14 +48,14 @@ async def test_the_docs_page_has_its_own_policy(client: AsyncTestClient[Any]) ->
     assert "frame-ancestors 'none'" in policy
 
 
-async def test_a_safe_incoming_request_id_is_echoed(client: AsyncTestClient[Any]) -> None:
+async def test_a_safe_incoming_request_id_is_echoed(client: httpx.AsyncClient) -> None:
     response = await client.get("/health", headers={"X-Request-ID": "frontend-1234.abc"})
 
     assert response.headers["x-request-id"] == "frontend-1234.abc"
 
 
 @pytest.mark.parametrize("incoming", ["", "x" * 200, "bad id with spaces", "inject\r\nheader"])
-async def test_an_unsafe_request_id_is_replaced(client: AsyncTestClient[Any], incoming: str) -> None:
+async def test_an_unsafe_request_id_is_replaced(client: httpx.AsyncClient, incoming: str) -> None:
     response = await client.get("/health", headers={"X-Request-ID": incoming.encode("latin-1")})
 
     generated = response.headers["x-request-id"]
@@ -63,7 +63,7 @@ async def test_an_unsafe_request_id_is_replaced(client: AsyncTestClient[Any], in
     assert len(generated) == 32
 
 
-async def test_request_ids_are_unique(client: AsyncTestClient[Any]) -> None:
+async def test_request_ids_are_unique(client: httpx.AsyncClient) -> None:
     ids = {(await client.get("/health")).headers["x-request-id"] for _ in range(20)}
 
     assert len(ids) == 20

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -35,7 +35,7 @@ def url_for(path_owner: Account, suffix: str, task_id: str) -> str:
 
 @pytest.mark.parametrize(("method", "suffix", "body"), ROUTES, ids=[f"{m} {s or '/'}" for m, s, _ in ROUTES])
 async def test_another_users_path_is_forbidden(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
 ) -> None:
     victim_task = await create_task(client, alice, title="private", description="secret")
     before = await snapshot(db, alice)
@@ -52,7 +52,7 @@ async def test_another_users_path_is_forbidden(
     ("method", "suffix", "body"), [r for r in ROUTES if r[1]], ids=[f"{m} {s}" for m, s, _ in ROUTES if s]
 )
 async def test_another_users_task_id_on_ones_own_path_is_not_found(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account, bob: Account, method: str, suffix: str, body: Any
 ) -> None:
     victim_task = await create_task(client, alice, title="private", description="secret")
     await create_task(client, bob)  # bob has tasks of his own; they must not matter either
@@ -67,7 +67,7 @@ async def test_another_users_task_id_on_ones_own_path_is_not_found(
 
 
 async def test_not_found_does_not_reveal_whether_the_task_exists(
-    client: AsyncTestClient[Any], alice: Account, bob: Account
+    client: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:
     victim_task = await create_task(client, alice)
 
@@ -78,7 +78,7 @@ async def test_not_found_does_not_reveal_whether_the_task_exists(
 
 
 async def test_lists_and_searches_only_show_ones_own_tasks(
-    client: AsyncTestClient[Any], alice: Account, bob: Account
+    client: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:
     mine = await create_task(client, bob, title="shared word")
     await create_task(client, alice, title="shared word")
@@ -92,7 +92,7 @@ async def test_lists_and_searches_only_show_ones_own_tasks(
 
 
 async def test_a_task_created_on_ones_own_path_belongs_to_oneself(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account, bob: Account
 ) -> None:
     task = await create_task(client, bob, user_id=alice.id)
 
@@ -100,7 +100,7 @@ async def test_a_task_created_on_ones_own_path_belongs_to_oneself(
     assert await snapshot(db, alice) == []
 
 
-async def test_path_user_id_must_match_exactly(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_path_user_id_must_match_exactly(client: httpx.AsyncClient, alice: Account) -> None:
     variants = [alice.id.upper(), alice.id.lower(), f"{alice.id} ", f"{alice.id}x", alice.id[:-1]]
 
     for variant in {v for v in variants if v != alice.id}:

@@ -7,8 +7,8 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from app.auth.keys import JWKSCache, parse_jwks
 from tests.factories import new_user_id
@@ -36,7 +36,7 @@ class FakeClock:
         return self.now
 
 
-async def get_tasks(client: AsyncTestClient[Any], key: SigningKey, **mint_options: Any) -> int:
+async def get_tasks(client: httpx.AsyncClient, key: SigningKey, **mint_options: Any) -> int:
     user_id = new_user_id()
     token = mint(user_id, key, **mint_options)
     response = await client.get(f"/api/{user_id}/tasks", headers={"Authorization": f"Bearer {token}"})

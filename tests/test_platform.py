@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account
 from tests.issuer import JWKSServer
@@ -31,14 +31,14 @@ TASK_OPERATIONS = {
 UNREACHABLE_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:9/unreachable"
 
 
-async def test_liveness_needs_no_token(client: AsyncTestClient[Any]) -> None:
+async def test_liveness_needs_no_token(client: httpx.AsyncClient) -> None:
     response = await client.get("/health")
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 
 
-async def test_readiness_is_200_when_the_database_answers(client: AsyncTestClient[Any]) -> None:
+async def test_readiness_is_200_when_the_database_answers(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/ready")
 
     assert response.status_code == 200
@@ -69,7 +69,7 @@ async def test_requests_while_the_database_is_down_get_503_not_500(
 
 
 @pytest.fixture
-async def openapi(client: AsyncTestClient[Any]) -> dict[str, Any]:
+async def openapi(client: httpx.AsyncClient) -> dict[str, Any]:
     response = await client.get("/schema/openapi.json")
     assert response.status_code == 200
     return response.json()
@@ -115,7 +115,7 @@ async def test_request_bodies_document_their_constraints(openapi: dict[str, Any]
     assert create["properties"]["title"]["minLength"] == 1
 
 
-async def test_openapi_and_docs_need_no_token(client: AsyncTestClient[Any]) -> None:
+async def test_openapi_and_docs_need_no_token(client: httpx.AsyncClient) -> None:
     scalar = await client.get("/schema/scalar")
 
     assert scalar.status_code == 200
@@ -123,7 +123,7 @@ async def test_openapi_and_docs_need_no_token(client: AsyncTestClient[Any]) -> N
     assert "/schema/openapi.json" in scalar.text or "spec" in scalar.text
 
 
-async def test_cors_preflight_from_an_allowed_origin_is_granted(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_cors_preflight_from_an_allowed_origin_is_granted(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.options(
         alice.tasks_url(),
         headers={
@@ -140,7 +140,7 @@ async def test_cors_preflight_from_an_allowed_origin_is_granted(client: AsyncTes
     assert "content-type" in allowed
 
 
-async def test_cors_exposes_the_headers_the_frontend_reads(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_cors_exposes_the_headers_the_frontend_reads(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(alice.tasks_url(), headers={**alice.headers, "Origin": "http://localhost:3000"})
 
     assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
@@ -148,13 +148,13 @@ async def test_cors_exposes_the_headers_the_frontend_reads(client: AsyncTestClie
     assert {"x-total-count", "location", "etag"} <= exposed
 
 
-async def test_cors_does_not_grant_other_origins(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_cors_does_not_grant_other_origins(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(alice.tasks_url(), headers={**alice.headers, "Origin": "https://evil.example"})
 
     assert "access-control-allow-origin" not in response.headers
 
 
-async def test_docs_assets_are_served_without_a_token(client: AsyncTestClient[Any]) -> None:
+async def test_docs_assets_are_served_without_a_token(client: httpx.AsyncClient) -> None:
     response = await client.get("/schema/assets/scalar.css")
 
     assert response.status_code == 200

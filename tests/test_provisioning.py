@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from litestar.testing import AsyncTestClient
+import httpx
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,7 +27,7 @@ async def count_users(db: AsyncEngine, user_id: str) -> int:
 
 
 async def test_first_request_provisions_the_user_from_the_claims(
-    client: AsyncTestClient[Any], db: AsyncEngine, make_account: Callable[..., Account]
+    client: httpx.AsyncClient, db: AsyncEngine, make_account: Callable[..., Account]
 ) -> None:
     account = make_account(name="Ada Lovelace")
     assert await user_row(db, account.id) is None
@@ -42,7 +42,7 @@ async def test_first_request_provisions_the_user_from_the_claims(
 
 
 async def test_refused_requests_provision_nobody(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account, bob: Account
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account, bob: Account
 ) -> None:
     await client.get(alice.tasks_url(), headers=bob.headers)  # 403: bob on alice's path
     await client.get(f"/api/{alice.id}/tasks", headers={"Authorization": "Bearer nonsense"})  # 401
@@ -51,7 +51,7 @@ async def test_refused_requests_provision_nobody(
 
 
 async def test_changed_claims_update_the_user_row(
-    client: AsyncTestClient[Any], db: AsyncEngine, signing_keys: dict[str, SigningKey]
+    client: httpx.AsyncClient, db: AsyncEngine, signing_keys: dict[str, SigningKey]
 ) -> None:
     user_id = new_user_id()
     first = mint(user_id, signing_keys["EdDSA"], email=f"{user_id}@old.example", name="Old Name")
@@ -66,7 +66,7 @@ async def test_changed_claims_update_the_user_row(
 
 
 async def test_tokens_without_email_or_name_provision_a_bare_user(
-    client: AsyncTestClient[Any], db: AsyncEngine, signing_keys: dict[str, SigningKey]
+    client: httpx.AsyncClient, db: AsyncEngine, signing_keys: dict[str, SigningKey]
 ) -> None:
     user_id = new_user_id()
     token = mint(user_id, signing_keys["RS256"])
@@ -82,7 +82,7 @@ async def test_tokens_without_email_or_name_provision_a_bare_user(
 
 
 async def test_unusable_claims_are_stored_as_null_not_refused(
-    client: AsyncTestClient[Any], db: AsyncEngine, signing_keys: dict[str, SigningKey]
+    client: httpx.AsyncClient, db: AsyncEngine, signing_keys: dict[str, SigningKey]
 ) -> None:
     user_id = new_user_id()
     token = mint(user_id, signing_keys["EdDSA"], email=["not", "a", "string"], name="x" * 300)
@@ -96,7 +96,7 @@ async def test_unusable_claims_are_stored_as_null_not_refused(
 
 
 async def test_concurrent_first_requests_of_a_new_user_all_succeed(
-    client: AsyncTestClient[Any], db: AsyncEngine, make_account: Callable[..., Account]
+    client: httpx.AsyncClient, db: AsyncEngine, make_account: Callable[..., Account]
 ) -> None:
     account = make_account()
 
@@ -112,7 +112,7 @@ async def test_concurrent_first_requests_of_a_new_user_all_succeed(
 
 
 async def test_an_email_held_by_another_user_does_not_fail_the_request(
-    client: AsyncTestClient[Any], db: AsyncEngine, make_account: Callable[..., Account]
+    client: httpx.AsyncClient, db: AsyncEngine, make_account: Callable[..., Account]
 ) -> None:
     original = make_account(email="shared@example.com")
     newcomer = make_account(email="shared@example.com")  # e.g. the account was re-created upstream
@@ -130,7 +130,7 @@ async def test_an_email_held_by_another_user_does_not_fail_the_request(
 
 
 async def test_concurrent_new_users_sharing_an_email_all_succeed(
-    client: AsyncTestClient[Any], db: AsyncEngine, make_account: Callable[..., Account]
+    client: httpx.AsyncClient, db: AsyncEngine, make_account: Callable[..., Account]
 ) -> None:
     email = f"{new_user_id()}@example.com"
     accounts = [make_account(email=email) for _ in range(6)]
@@ -144,7 +144,7 @@ async def test_concurrent_new_users_sharing_an_email_all_succeed(
 
 
 async def test_a_user_row_deleted_behind_the_services_back_is_provisioned_again(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account
 ) -> None:
     await client.post(alice.tasks_url(), json={"title": "before"}, headers=alice.headers)
     async with db.begin() as connection:
@@ -156,9 +156,7 @@ async def test_a_user_row_deleted_behind_the_services_back_is_provisioned_again(
     assert await user_row(db, alice.id) is not None
 
 
-async def test_deleting_a_user_deletes_their_tasks(
-    client: AsyncTestClient[Any], db: AsyncEngine, alice: Account
-) -> None:
+async def test_deleting_a_user_deletes_their_tasks(client: httpx.AsyncClient, db: AsyncEngine, alice: Account) -> None:
     for n in range(3):
         await client.post(alice.tasks_url(), json={"title": f"t{n}"}, headers=alice.headers)
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-from litestar.testing import AsyncTestClient
+import httpx
 
 from tests.factories import Account, TaskCreateFactory, create_task
 
@@ -19,7 +18,7 @@ def parse_time(value: str) -> datetime:
     return parsed
 
 
-async def test_create_returns_201_with_the_task_and_its_location(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_create_returns_201_with_the_task_and_its_location(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.post(
         alice.tasks_url(), json={"title": "Buy milk", "description": "Two litres"}, headers=alice.headers
     )
@@ -38,7 +37,7 @@ async def test_create_returns_201_with_the_task_and_its_location(client: AsyncTe
 
 
 async def test_create_defaults_description_to_null_and_completed_to_false(
-    client: AsyncTestClient[Any], alice: Account
+    client: httpx.AsyncClient, alice: Account
 ) -> None:
     response = await client.post(alice.tasks_url(), json={"title": "Only a title"}, headers=alice.headers)
 
@@ -48,13 +47,13 @@ async def test_create_defaults_description_to_null_and_completed_to_false(
     assert task["completed"] is False
 
 
-async def test_create_accepts_completed_true(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_create_accepts_completed_true(client: httpx.AsyncClient, alice: Account) -> None:
     task = await create_task(client, alice, title="Already done", completed=True)
 
     assert task["completed"] is True
 
 
-async def test_location_of_a_created_task_serves_that_task(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_location_of_a_created_task_serves_that_task(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.post(alice.tasks_url(), json=TaskCreateFactory.json(), headers=alice.headers)
 
     fetched = await client.get(response.headers["location"], headers=alice.headers)
@@ -63,7 +62,7 @@ async def test_location_of_a_created_task_serves_that_task(client: AsyncTestClie
     assert fetched.json() == response.json()
 
 
-async def test_title_length_counts_characters_not_bytes(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_title_length_counts_characters_not_bytes(client: httpx.AsyncClient, alice: Account) -> None:
     title = "\N{GRINNING FACE}" * 200  # 200 characters, 800 bytes in UTF-8
 
     task = await create_task(client, alice, title=title)
@@ -71,7 +70,7 @@ async def test_title_length_counts_characters_not_bytes(client: AsyncTestClient[
     assert task["title"] == title
 
 
-async def test_boundary_lengths_are_accepted(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_boundary_lengths_are_accepted(client: httpx.AsyncClient, alice: Account) -> None:
     task = await create_task(client, alice, title="t" * 200, description="d" * 1000)
 
     assert len(task["title"]) == 200
@@ -79,7 +78,7 @@ async def test_boundary_lengths_are_accepted(client: AsyncTestClient[Any], alice
 
 
 async def test_server_assigned_fields_in_the_body_are_ignored(
-    client: AsyncTestClient[Any], alice: Account, bob: Account
+    client: httpx.AsyncClient, alice: Account, bob: Account
 ) -> None:
     forged = {
         "title": "Mine",
@@ -98,7 +97,7 @@ async def test_server_assigned_fields_in_the_body_are_ignored(
     assert parse_time(task["updated_at"]).year > 2000
 
 
-async def test_get_returns_the_task(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_get_returns_the_task(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
 
     response = await client.get(alice.tasks_url(created["id"]), headers=alice.headers)
@@ -107,7 +106,7 @@ async def test_get_returns_the_task(client: AsyncTestClient[Any], alice: Account
     assert response.json() == created
 
 
-async def test_update_changes_only_the_fields_sent(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_update_changes_only_the_fields_sent(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, title="Old title", description="Keep me", completed=False)
 
     response = await client.put(alice.tasks_url(created["id"]), json={"title": "New title"}, headers=alice.headers)
@@ -120,7 +119,7 @@ async def test_update_changes_only_the_fields_sent(client: AsyncTestClient[Any],
     assert updated["id"] == created["id"]
 
 
-async def test_update_with_null_description_clears_it(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_update_with_null_description_clears_it(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, title="Has notes", description="Notes")
 
     response = await client.put(alice.tasks_url(created["id"]), json={"description": None}, headers=alice.headers)
@@ -130,7 +129,7 @@ async def test_update_with_null_description_clears_it(client: AsyncTestClient[An
     assert response.json()["title"] == "Has notes"
 
 
-async def test_update_can_set_every_field_at_once(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_update_can_set_every_field_at_once(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, title="A", description=None, completed=False)
 
     body = {"title": "B", "description": "now described", "completed": True}
@@ -140,7 +139,7 @@ async def test_update_can_set_every_field_at_once(client: AsyncTestClient[Any], 
     assert {k: response.json()[k] for k in body} == body
 
 
-async def test_update_advances_updated_at_and_keeps_created_at(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_update_advances_updated_at_and_keeps_created_at(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
 
     updated = (
@@ -151,7 +150,7 @@ async def test_update_advances_updated_at_and_keeps_created_at(client: AsyncTest
     assert parse_time(updated["updated_at"]) > parse_time(created["updated_at"])
 
 
-async def test_update_is_persisted(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_update_is_persisted(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
     await client.put(alice.tasks_url(created["id"]), json={"title": "Persisted"}, headers=alice.headers)
 
@@ -160,7 +159,7 @@ async def test_update_is_persisted(client: AsyncTestClient[Any], alice: Account)
     assert fetched["title"] == "Persisted"
 
 
-async def test_empty_update_changes_nothing(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_empty_update_changes_nothing(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
 
     response = await client.put(alice.tasks_url(created["id"]), json={}, headers=alice.headers)
@@ -169,9 +168,7 @@ async def test_empty_update_changes_nothing(client: AsyncTestClient[Any], alice:
     assert response.json() == created
 
 
-async def test_update_ignores_server_assigned_fields(
-    client: AsyncTestClient[Any], alice: Account, bob: Account
-) -> None:
+async def test_update_ignores_server_assigned_fields(client: httpx.AsyncClient, alice: Account, bob: Account) -> None:
     created = await create_task(client, alice)
     forged = {"id": "00000000-0000-0000-0000-000000000002", "user_id": bob.id, "created_at": "2000-01-01T00:00:00Z"}
 
@@ -183,7 +180,7 @@ async def test_update_ignores_server_assigned_fields(
     assert response.json()["created_at"] == created["created_at"]
 
 
-async def test_toggle_flips_completed_both_ways(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_toggle_flips_completed_both_ways(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, title="Toggle me", completed=False)
     url = alice.tasks_url(created["id"], "complete")
 
@@ -198,7 +195,7 @@ async def test_toggle_flips_completed_both_ways(client: AsyncTestClient[Any], al
     assert second.json()["created_at"] == created["created_at"]
 
 
-async def test_toggle_ignores_a_request_body(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_toggle_ignores_a_request_body(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, completed=False)
 
     response = await client.patch(
@@ -209,7 +206,7 @@ async def test_toggle_ignores_a_request_body(client: AsyncTestClient[Any], alice
     assert response.json()["completed"] is True
 
 
-async def test_delete_returns_204_with_an_empty_body(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_delete_returns_204_with_an_empty_body(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
 
     response = await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
@@ -218,7 +215,7 @@ async def test_delete_returns_204_with_an_empty_body(client: AsyncTestClient[Any
     assert response.content == b""
 
 
-async def test_deleted_task_is_gone(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_deleted_task_is_gone(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice)
     await client.delete(alice.tasks_url(created["id"]), headers=alice.headers)
 
@@ -228,7 +225,7 @@ async def test_deleted_task_is_gone(client: AsyncTestClient[Any], alice: Account
     assert created["id"] not in [t["id"] for t in listed.json()]
 
 
-async def test_unknown_task_id_is_404_on_every_task_route(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_unknown_task_id_is_404_on_every_task_route(client: httpx.AsyncClient, alice: Account) -> None:
     missing = "6f1c2a9e-0b7d-4c43-9a55-2f0d3c1e8b77"
     url = alice.tasks_url(missing)
 

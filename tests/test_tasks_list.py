@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account, create_task
 
 
-async def fetch(client: AsyncTestClient[Any], account: Account, query: str = "") -> tuple[list[dict[str, Any]], int]:
+async def fetch(client: httpx.AsyncClient, account: Account, query: str = "") -> tuple[list[dict[str, Any]], int]:
     response = await client.get(f"{account.tasks_url()}{'?' + query if query else ''}", headers=account.headers)
     assert response.status_code == 200, response.text
     assert isinstance(response.json(), list)
@@ -23,7 +23,7 @@ def ids(tasks: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.fixture
-async def seeded(client: AsyncTestClient[Any], alice: Account) -> list[dict[str, Any]]:
+async def seeded(client: httpx.AsyncClient, alice: Account) -> list[dict[str, Any]]:
     """Five tasks created one after another (so creation order is known), some completed."""
     specs = [
         {"title": "banana bread", "description": "bake on Sunday", "completed": False},
@@ -35,7 +35,7 @@ async def seeded(client: AsyncTestClient[Any], alice: Account) -> list[dict[str,
     return [await create_task(client, alice, **spec) for spec in specs]
 
 
-async def test_new_user_has_an_empty_list(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_new_user_has_an_empty_list(client: httpx.AsyncClient, alice: Account) -> None:
     tasks, total = await fetch(client, alice)
 
     assert tasks == []
@@ -43,7 +43,7 @@ async def test_new_user_has_an_empty_list(client: AsyncTestClient[Any], alice: A
 
 
 async def test_list_returns_every_task_newest_first_by_default(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     tasks, total = await fetch(client, alice)
 
@@ -62,7 +62,7 @@ SORTS: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {
 
 @pytest.mark.parametrize("sort", list(SORTS))
 async def test_sort_orders_exactly(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]], sort: str
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]], sort: str
 ) -> None:
     tasks, _ = await fetch(client, alice, f"sort={sort}")
 
@@ -70,7 +70,7 @@ async def test_sort_orders_exactly(
 
 
 async def test_sort_by_updated_at_follows_the_latest_change(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     touched = seeded[1]
     await client.patch(alice.tasks_url(touched["id"], "complete"), headers=alice.headers)
@@ -85,7 +85,7 @@ async def test_sort_by_updated_at_follows_the_latest_change(
 
 @pytest.mark.parametrize(("completed", "expected"), [("true", [1, 3]), ("false", [0, 2, 4])])
 async def test_filter_by_completion(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]], completed: str, expected: list[int]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]], completed: str, expected: list[int]
 ) -> None:
     tasks, total = await fetch(client, alice, f"completed={completed}&sort=created_at")
 
@@ -106,7 +106,7 @@ async def test_filter_by_completion(
     ],
 )
 async def test_search_matches_title_or_description_case_insensitively(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]], q: str, expected: list[int]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]], q: str, expected: list[int]
 ) -> None:
     tasks, total = await fetch(client, alice, f"q={q.replace('%', '%25')}&sort=created_at")
 
@@ -115,7 +115,7 @@ async def test_search_matches_title_or_description_case_insensitively(
 
 
 async def test_search_and_completion_filters_combine(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     tasks, total = await fetch(client, alice, "q=e&completed=true&sort=created_at")
 
@@ -124,7 +124,7 @@ async def test_search_and_completion_filters_combine(
 
 
 async def test_empty_search_matches_everything(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     _, total = await fetch(client, alice, "q=")
 
@@ -132,7 +132,7 @@ async def test_empty_search_matches_everything(
 
 
 async def test_pages_partition_the_list_and_keep_the_total(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     pages = [await fetch(client, alice, f"sort=created_at&limit=2&offset={offset}") for offset in (0, 2, 4)]
 
@@ -141,7 +141,7 @@ async def test_pages_partition_the_list_and_keep_the_total(
 
 
 async def test_offset_past_the_end_is_an_empty_page_with_the_real_total(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     tasks, total = await fetch(client, alice, "offset=50")
 
@@ -150,7 +150,7 @@ async def test_offset_past_the_end_is_an_empty_page_with_the_real_total(
 
 
 async def test_limit_bounds_are_inclusive(
-    client: AsyncTestClient[Any], alice: Account, seeded: list[dict[str, Any]]
+    client: httpx.AsyncClient, alice: Account, seeded: list[dict[str, Any]]
 ) -> None:
     one, _ = await fetch(client, alice, "limit=1")
     thousand, _ = await fetch(client, alice, "limit=1000")
@@ -159,7 +159,7 @@ async def test_limit_bounds_are_inclusive(
     assert len(thousand) == len(seeded)
 
 
-async def test_ties_in_the_sort_key_page_stably(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_ties_in_the_sort_key_page_stably(client: httpx.AsyncClient, alice: Account) -> None:
     for _ in range(6):
         await create_task(client, alice, title="same title")
 
@@ -175,7 +175,7 @@ async def test_ties_in_the_sort_key_page_stably(client: AsyncTestClient[Any], al
 
 
 async def test_default_page_holds_up_to_1000_tasks(
-    client: AsyncTestClient[Any], alice: Account, db_insert_tasks: Callable[..., Any]
+    client: httpx.AsyncClient, alice: Account, db_insert_tasks: Callable[..., Any]
 ) -> None:
     await db_insert_tasks(alice, 1001)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from tests.factories import Account, create_task
 
@@ -27,7 +27,7 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     return problem
 
 
-async def list_all(client: AsyncTestClient[Any], account: Account) -> list[dict[str, Any]]:
+async def list_all(client: httpx.AsyncClient, account: Account) -> list[dict[str, Any]]:
     return (await client.get(account.tasks_url(), headers=account.headers)).json()
 
 
@@ -54,7 +54,7 @@ INVALID_BODIES: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize(("case", "body", "field"), INVALID_BODIES, ids=[c[0] for c in INVALID_BODIES])
 async def test_invalid_create_body_is_422_and_creates_nothing(
-    client: AsyncTestClient[Any], alice: Account, case: str, body: Any, field: str
+    client: httpx.AsyncClient, alice: Account, case: str, body: Any, field: str
 ) -> None:
     response = await client.post(alice.tasks_url(), json=body, headers=alice.headers)
 
@@ -71,9 +71,7 @@ async def test_invalid_create_body_is_422_and_creates_nothing(
         ("empty body", b""),
     ],
 )
-async def test_unparseable_create_body_is_422(
-    client: AsyncTestClient[Any], alice: Account, case: str, raw: bytes
-) -> None:
+async def test_unparseable_create_body_is_422(client: httpx.AsyncClient, alice: Account, case: str, raw: bytes) -> None:
     response = await client.post(
         alice.tasks_url(), content=raw, headers={**alice.headers, "Content-Type": "application/json"}
     )
@@ -98,7 +96,7 @@ INVALID_UPDATES: list[tuple[str, Any, str]] = [
 
 @pytest.mark.parametrize(("case", "body", "field"), INVALID_UPDATES, ids=[c[0] for c in INVALID_UPDATES])
 async def test_invalid_update_is_422_and_changes_nothing(
-    client: AsyncTestClient[Any], alice: Account, case: str, body: Any, field: str
+    client: httpx.AsyncClient, alice: Account, case: str, body: Any, field: str
 ) -> None:
     task = await create_task(client, alice, title="Untouched", description="Same", completed=False)
 
@@ -108,9 +106,7 @@ async def test_invalid_update_is_422_and_changes_nothing(
     assert (await client.get(alice.tasks_url(task["id"]), headers=alice.headers)).json() == task
 
 
-async def test_update_with_one_bad_field_applies_none_of_the_others(
-    client: AsyncTestClient[Any], alice: Account
-) -> None:
+async def test_update_with_one_bad_field_applies_none_of_the_others(client: httpx.AsyncClient, alice: Account) -> None:
     task = await create_task(client, alice, title="Before", completed=False)
 
     response = await client.put(
@@ -125,7 +121,7 @@ async def test_update_with_one_bad_field_applies_none_of_the_others(
     "task_id", ["not-a-uuid", "123", "6f1c2a9e-0b7d-4c43-9a55-2f0d3c1e8b7", "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"]
 )
 async def test_malformed_task_id_is_422_on_every_task_route(
-    client: AsyncTestClient[Any], alice: Account, task_id: str
+    client: httpx.AsyncClient, alice: Account, task_id: str
 ) -> None:
     url = alice.tasks_url(task_id)
 
@@ -157,21 +153,21 @@ async def test_malformed_task_id_is_422_on_every_task_route(
         ("q=a%00b", "q"),
     ],
 )
-async def test_invalid_list_query_is_422(client: AsyncTestClient[Any], alice: Account, query: str, field: str) -> None:
+async def test_invalid_list_query_is_422(client: httpx.AsyncClient, alice: Account, query: str, field: str) -> None:
     response = await client.get(f"{alice.tasks_url()}?{query}", headers=alice.headers)
 
     problem = assert_problem(response, 422, field)
     assert problem["errors"][0]["source"] == "query"
 
 
-async def test_all_invalid_query_parameters_are_reported_together(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_all_invalid_query_parameters_are_reported_together(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.get(f"{alice.tasks_url()}?limit=0&offset=-1&sort=nope", headers=alice.headers)
 
     problem = assert_problem(response, 422)
     assert {error["field"] for error in problem["errors"]} == {"limit", "offset", "sort"}
 
 
-async def test_error_messages_are_readable(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_error_messages_are_readable(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.post(alice.tasks_url(), json={"title": "   "}, headers=alice.headers)
 
     message = assert_problem(response, 422, "title")["errors"][0]["message"]
@@ -179,18 +175,18 @@ async def test_error_messages_are_readable(client: AsyncTestClient[Any], alice: 
     assert "whitespace" in message
 
 
-async def test_unknown_route_is_a_problem_document(client: AsyncTestClient[Any]) -> None:
+async def test_unknown_route_is_a_problem_document(client: httpx.AsyncClient) -> None:
     assert_problem(await client.get("/api"), 404)
     assert_problem(await client.get("/definitely/not/here"), 404)
 
 
-async def test_unsupported_method_is_a_problem_document(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_unsupported_method_is_a_problem_document(client: httpx.AsyncClient, alice: Account) -> None:
     response = await client.post("/health", headers=alice.headers)
 
     assert_problem(response, 405)
 
 
-async def test_a_body_over_64_kib_is_413_and_creates_nothing(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_a_body_over_64_kib_is_413_and_creates_nothing(client: httpx.AsyncClient, alice: Account) -> None:
     oversized = b'{"title": "big", "description": "' + b"x" * (64 * 1024) + b'"}'
 
     response = await client.post(
@@ -213,7 +209,7 @@ async def test_a_body_over_64_kib_is_413_and_creates_nothing(client: AsyncTestCl
     ],
 )
 async def test_hostile_bodies_are_refused_and_change_nothing(
-    client: AsyncTestClient[Any], alice: Account, case: str, raw: bytes
+    client: httpx.AsyncClient, alice: Account, case: str, raw: bytes
 ) -> None:
     response = await client.post(
         alice.tasks_url(), content=raw, headers={**alice.headers, "Content-Type": "application/json"}
@@ -228,7 +224,7 @@ async def test_hostile_bodies_are_refused_and_change_nothing(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/json"]
 )
 async def test_a_body_that_is_not_declared_json_is_415(
-    client: AsyncTestClient[Any], alice: Account, content_type: str
+    client: httpx.AsyncClient, alice: Account, content_type: str
 ) -> None:
     response = await client.post(
         alice.tasks_url(),
@@ -241,7 +237,7 @@ async def test_a_body_that_is_not_declared_json_is_415(
 
 
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
-async def test_json_media_types_are_accepted(client: AsyncTestClient[Any], alice: Account, content_type: str) -> None:
+async def test_json_media_types_are_accepted(client: httpx.AsyncClient, alice: Account, content_type: str) -> None:
     response = await client.post(
         alice.tasks_url(), content=b'{"title": "json"}', headers={**alice.headers, "Content-Type": content_type}
     )
@@ -249,7 +245,7 @@ async def test_json_media_types_are_accepted(client: AsyncTestClient[Any], alice
     assert response.status_code == 201
 
 
-async def test_a_10_mib_body_is_413_and_the_service_stays_healthy(client: AsyncTestClient[Any], alice: Account) -> None:
+async def test_a_10_mib_body_is_413_and_the_service_stays_healthy(client: httpx.AsyncClient, alice: Account) -> None:
     huge = b'{"title": "big", "description": "' + b"x" * (10 * 1024 * 1024) + b'"}'
 
     response = await client.post(
@@ -259,3 +255,25 @@ async def test_a_10_mib_body_is_413_and_the_service_stays_healthy(client: AsyncT
     assert_problem(response, 413)
     assert await list_all(client, alice) == []
     assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_streamed_body_is_cut_off_at_the_limit_not_read_whole(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    sent = 0
+
+    async def stream() -> Any:
+        nonlocal sent
+        yield b'{"title": "big", "description": "'
+        for _ in range(10 * 1024):  # up to 10 MiB, chunked: no Content-Length to refuse it by
+            sent += 1024
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = await client.post(
+        alice.tasks_url(), content=stream(), headers={**alice.headers, "Content-Type": "application/json"}
+    )
+
+    assert_problem(response, 413)
+    assert await list_all(client, alice) == []
+    assert sent <= 128 * 1024  # it stopped pulling the body once past 64 KiB

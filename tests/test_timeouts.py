@@ -1,0 +1,95 @@
+"""A hung query or an exhausted pool answers 503 with Retry-After after the configured wait, never hangs or 500s."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.factories import Account, create_task
+from tests.issuer import JWKSServer
+
+# A test-side bound so a regression fails instead of hanging the suite; the service's own limits are 1 s.
+GUARD_SECONDS = 20
+
+
+@asynccontextmanager
+async def row_locked(db: AsyncEngine, backend: str, task_id: str) -> AsyncIterator[None]:
+    """Hold a write lock on the task (PostgreSQL) or on the whole database (SQLite) from outside the service."""
+    async with db.connect() as connection:
+        if backend == "postgresql":
+            await connection.execute(text("BEGIN"))
+            await connection.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": task_id})
+        else:
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            await connection.rollback()
+
+
+@pytest.fixture
+def slow_settings() -> dict[str, Any]:
+    return {
+        "database_pool_size": 1,
+        "database_max_overflow": 0,
+        "database_pool_timeout": 0.5,
+        "database_statement_timeout": 1,
+    }
+
+
+async def test_a_statement_blocked_past_its_timeout_is_503(
+    app_client: Callable[..., Any],
+    jwks_server: JWKSServer,
+    db: AsyncEngine,
+    backend: str,
+    alice: Account,
+    slow_settings: dict[str, Any],
+) -> None:
+    async with app_client(jwks_server, **slow_settings) as client:
+        task = await create_task(client, alice, title="locked")
+        async with row_locked(db, backend, task["id"]):
+            response = await asyncio.wait_for(
+                client.put(alice.tasks_url(task["id"]), json={"title": "blocked"}, headers=alice.headers),
+                GUARD_SECONDS,
+            )
+        after = await client.get(alice.tasks_url(task["id"]), headers=alice.headers)
+
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert after.status_code == 200  # the service recovered by itself
+    assert after.json()["title"] == "locked"  # and the timed-out write left nothing behind
+
+
+async def test_an_exhausted_pool_answers_503_instead_of_queueing_forever(
+    app_client: Callable[..., Any],
+    jwks_server: JWKSServer,
+    db: AsyncEngine,
+    backend: str,
+    alice: Account,
+    bob: Account,
+    slow_settings: dict[str, Any],
+) -> None:
+    async with app_client(jwks_server, **slow_settings) as client:
+        task = await create_task(client, alice, title="held")
+        await client.get(bob.tasks_url(), headers=bob.headers)  # provision bob outside the lock
+        async with row_locked(db, backend, task["id"]):
+            # The first request holds the only connection while it waits on the lock; the second finds none.
+            holder = asyncio.create_task(
+                client.put(alice.tasks_url(task["id"]), json={"title": "x"}, headers=alice.headers)
+            )
+            await asyncio.sleep(0.2)
+            waiter = await asyncio.wait_for(client.get(bob.tasks_url(), headers=bob.headers), GUARD_SECONDS)
+            held = await asyncio.wait_for(holder, GUARD_SECONDS)
+        recovered = await client.get(bob.tasks_url(), headers=bob.headers)
+
+    assert waiter.status_code == 503, waiter.text
+    assert waiter.headers["retry-after"]
+    assert held.status_code == 503
+    assert recovered.status_code == 200
