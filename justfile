@@ -53,6 +53,10 @@ token user_id *args: install
 test *args: install
     {{ python }} -m pytest {{ args }}
 
+# Schemathesis, long profile: 1 000 generated cases per operation on each backend (the suite runs 100)
+fuzz examples="1000": install
+    FUZZ_MAX_EXAMPLES={{ examples }} {{ python }} -m pytest tests/test_fuzz.py -s -q
+
 # Lint, format check and strict type check
 lint: install
     .venv/bin/ruff check .

@@ -173,7 +173,12 @@ def _on_litestar_validation(_: Request[Any, Any, Any], exc: ValidationException)
 
 def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
     status = exc.status_code
-    detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
+    if status >= 500:
+        # A framework 5xx carries internal wording (a misconfiguration, say); log it, do not show it.
+        logger.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
+        detail = _default_detail(status)
+    else:
+        detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
     headers = dict(exc.headers or {})
     if status == 429 and "Retry-After" not in headers and "RateLimit-Reset" in headers:
         # Litestar's limiter sends the draft RateLimit-* headers; Retry-After is what clients act on.

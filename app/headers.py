@@ -36,8 +36,24 @@ def security_headers_hook(docs_path: str, docs_policy: str) -> BeforeMessageSend
         headers["Referrer-Policy"] = "no-referrer"
         raw_path = scope.get("raw_path") or scope.get("path", "").encode()
         headers["Content-Security-Policy"] = docs_policy if raw_path.startswith(docs_prefix) else API_CSP
+        if scope.get("method") == "OPTIONS" and "allow" in headers:
+            headers["Allow"] = _allowed_methods(scope) or headers["allow"]
         if "cache-control" not in headers:
             # Responses hold one user's data: no shared or browser cache may keep them.
             headers["Cache-Control"] = "no-store"
 
     return add_headers
+
+
+def _allowed_methods(scope: Scope) -> str | None:
+    """Every method of the route, for ``Allow``.
+
+    Litestar builds a path's automatic OPTIONS handler from the first handler registered for the path, so
+    its ``Allow`` misses methods that other handlers on the same path add (GET next to POST, say).
+    """
+    handler = scope.get("route_handler")
+    paths: set[str] = getattr(handler, "paths", set())
+    for route in scope["litestar_app"].routes:
+        if route.path in paths and hasattr(route, "methods"):
+            return ", ".join(sorted(route.methods))
+    return None

@@ -36,6 +36,7 @@ INVALID_BODIES: list[tuple[str, Any, str]] = [
     ("null title", {"title": None}, "title"),
     ("empty title", {"title": ""}, "title"),
     ("whitespace-only title", {"title": " \t\n "}, "title"),
+    ("Unicode-space-only title", {"title": "\u00a0\u2003\u3000"}, "title"),
     ("title of 201 characters", {"title": "x" * 201}, "title"),
     ("title of 10 000 characters", {"title": "x" * 10_000}, "title"),
     ("number as title", {"title": 123}, "title"),
@@ -277,3 +278,21 @@ async def test_a_streamed_body_is_cut_off_at_the_limit_not_read_whole(
     assert_problem(response, 413)
     assert await list_all(client, alice) == []
     assert sent <= 128 * 1024  # it stopped pulling the body once past 64 KiB
+
+
+async def test_an_offset_beyond_any_list_is_422_not_a_database_error(client: httpx.AsyncClient, alice: Account) -> None:
+    response = await client.get(f"{alice.tasks_url()}?offset=68905687175100511551488", headers=alice.headers)
+
+    assert_problem(response, 422, "offset")
+
+
+async def test_options_requests_are_answered_not_failed(client: httpx.AsyncClient, alice: Account) -> None:
+    expected = {
+        alice.tasks_url(): "GET, OPTIONS, POST",
+        alice.tasks_url("e3e70682-c209-1cac-a29f-6fbed82c07cd"): "DELETE, GET, OPTIONS, PUT",
+        alice.tasks_url("e3e70682-c209-1cac-a29f-6fbed82c07cd", "complete"): "OPTIONS, PATCH",
+    }
+    for url, allow in expected.items():
+        response = await client.options(url, headers=alice.headers)
+        assert response.status_code == 204
+        assert response.headers["allow"] == allow

@@ -30,6 +30,8 @@ from app.users.service import UserProvisioner
 
 __all__ = ("TaskController",)
 
+#: Far beyond any real list, and well inside the 64-bit OFFSET both databases take.
+MAX_OFFSET = 2_147_483_647
 ETAG_HEADER = ResponseHeader(
     name="ETag", description="The task's version; send it back in `If-Match` to update safely.", documentation_only=True
 )
@@ -98,7 +100,7 @@ class TaskController(Controller):
             TaskSort, QueryParameter(description="Field to sort by; prefix `-` for descending.")
         ] = "-created_at",
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")] = 1000,
-        offset: Annotated[int, QueryParameter(ge=0, description="Tasks to skip.")] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
     ) -> Response[list[TaskRead]]:
         """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total."""
         rows, total = await tasks.list(completed=completed, search=q, sort=sort, limit=limit, offset=offset)

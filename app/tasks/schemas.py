@@ -30,8 +30,11 @@ T = TypeVar("T", bound=msgspec.Struct)
 SEARCH_MAX_LENGTH = 200
 # PostgreSQL text cannot hold NUL characters, so they are refused here instead of failing in the database.
 NO_NUL_PATTERN = explain_pattern(r"^[^\x00]*$", "Must not contain NUL characters.")
+# Whitespace spelled out as ECMAScript's \s defines it: Python's \s also counts \x1c-\x1f, so with \s a title
+# the published JSON Schema accepts could be refused here (Schemathesis found one).
+_WHITESPACE = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
 TITLE_PATTERN = explain_pattern(
-    r"^[^\x00]*[^\x00\s][^\x00]*$", "Must contain a non-whitespace character and no NUL characters."
+    rf"^[^\x00]*[^\x00{_WHITESPACE}][^\x00]*$", "Must contain a non-whitespace character and no NUL characters."
 )
 
 Title = Annotated[

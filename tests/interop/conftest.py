@@ -13,11 +13,7 @@ import hashlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +26,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db import upgrade_schema
 from tests.databases import create_database, drop_database
+from tests.servers import ApiServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = Path(__file__).resolve().parent / "better-auth"
@@ -58,21 +55,6 @@ def require(condition: bool, what: str) -> None:
     if in_ci():
         pytest.fail(f"{what} (CI=true: required)", pytrace=False)
     pytest.skip(f"{what}; set CI=true to make this a failure")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} within {timeout} s")
 
 
 # --- Better Auth ---------------------------------------------------------------------------------------
@@ -229,61 +211,15 @@ def interop_database_url() -> Iterator[str]:
     asyncio.run(drop_database(admin_url, name))
 
 
-@dataclass
-class ApiServer:
-    """The service as production runs it: ``python -m app serve`` in its own process."""
-
-    port: int
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ApiServer:
-        # A scratch working directory: a developer's .env in the repository must not leak in.
-        workdir = tempfile.mkdtemp(prefix="todo-api-")
-        env = {
-            "PATH": os.environ["PATH"],
-            "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": str(ROOT),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "LOG_LEVEL": "WARNING",
-            **self.env,
-        }
-        self.process = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=workdir, env=env)
-
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise RuntimeError("the service exited during start-up")
-            try:
-                return httpx.get(f"{self.url}/health/ready", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 30, "the service did not become ready")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-            self.process = None
-
-
 @pytest.fixture(scope="session")
 def api_server(better_auth: BetterAuth, interop_database_url: str) -> Iterator[ApiServer]:
     """The service with only BETTER_AUTH_URL for authentication, and the frontend's origin allowed by CORS."""
     server = ApiServer(
-        port=free_port(),
         env={
             "DATABASE_URL": interop_database_url,
             "BETTER_AUTH_URL": better_auth.url,
             "CORS_ORIGINS": better_auth.origin,
-        },
+        }
     ).start()
     yield server
     server.stop()
