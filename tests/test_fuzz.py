@@ -84,7 +84,7 @@ def schemathesis(
             str(reports),
             "--no-color",
             *options,
-        ],  # fmt: skip
+        ],
         capture_output=True,
         text=True,
         timeout=3600,
