@@ -61,11 +61,11 @@ def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
             if last not in _SSLMODES:
                 raise ConfigError(f"DATABASE_URL: unknown sslmode {last!r}")
             connect_args["ssl"] = last
-        elif key in {"ssl", "application_name", "prepared_statement_cache_size"}:
+        elif key in {"ssl", "prepared_statement_cache_size"}:
             kept[key] = value
-        elif key == "options":
-            # Neon's endpoint routing for clients without SNI: sent in the startup packet as libpq does.
-            connect_args.setdefault("server_settings", {})["options"] = last
+        elif key in {"application_name", "options"}:
+            # Startup parameters, sent as libpq does (``options`` carries Neon's endpoint id for clients without SNI).
+            connect_args.setdefault("server_settings", {})[key] = last
         else:
             logger.warning("DATABASE_URL: dropping query parameter %r, which asyncpg does not support", key)
     is_pooler = ("-pooler" in (url.host or "")) if pooler is None else pooler

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, Literal, get_args
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -251,6 +252,12 @@ exception_handlers: ExceptionHandlersMap = {
     PoolTimeoutError: _on_database_unavailable,
     TimeoutError: _on_database_unavailable,
     ConnectionError: _on_database_unavailable,
+    # Raised by asyncpg while connecting, where SQLAlchemy does not wrap them: the server is starting up,
+    # shutting down or out of connection slots, or the link dropped.
+    asyncpg.exceptions.PostgresConnectionError: _on_database_unavailable,
+    asyncpg.exceptions.OperatorInterventionError: _on_database_unavailable,
+    asyncpg.exceptions.InsufficientResourcesError: _on_database_unavailable,
+    asyncpg.exceptions.InterfaceError: _on_database_unavailable,
     DBAPIError: _on_database_error,
     Exception: _on_unexpected,
 }

@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 @asynccontextmanager
@@ -34,3 +36,18 @@ async def drop_database(admin_url: str, name: str) -> None:
     """Drop database ``name``, disconnecting whoever is still in it."""
     async with _admin(admin_url) as connection:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def row_locked(db: AsyncEngine, backend: str, task_id: str) -> AsyncIterator[None]:
+    """Hold a write lock on the task (PostgreSQL) or on the whole database (SQLite) from outside the service."""
+    async with db.connect() as connection:
+        if backend == "postgresql":
+            await connection.execute(text("BEGIN"))
+            await connection.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": task_id})
+        else:
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            await connection.rollback()

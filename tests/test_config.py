@@ -156,3 +156,10 @@ def test_env_example_documents_every_setting_and_loads() -> None:
 
     assert {name.upper() for name in Settings.__struct_fields__} <= documented
     load_settings({}, env_file=example)
+
+
+def test_libpq_startup_parameters_become_asyncpg_server_settings() -> None:
+    target = parse_database_url("postgresql://u@localhost/db?application_name=todo&options=endpoint%3Dep-abc")
+
+    assert target.connect_args["server_settings"] == {"application_name": "todo", "options": "endpoint=ep-abc"}
+    assert "application_name" not in target.url

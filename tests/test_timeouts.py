@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.databases import row_locked
 from tests.factories import Account, create_task
 from tests.issuer import JWKSServer
 
 # A test-side bound so a regression fails instead of hanging the suite; the service's own limits are 1 s.
 GUARD_SECONDS = 20
-
-
-@asynccontextmanager
-async def row_locked(db: AsyncEngine, backend: str, task_id: str) -> AsyncIterator[None]:
-    """Hold a write lock on the task (PostgreSQL) or on the whole database (SQLite) from outside the service."""
-    async with db.connect() as connection:
-        if backend == "postgresql":
-            await connection.execute(text("BEGIN"))
-            await connection.execute(text("SELECT 1 FROM tasks WHERE id = :id FOR UPDATE"), {"id": task_id})
-        else:
-            await connection.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            await connection.rollback()
 
 
 @pytest.fixture
