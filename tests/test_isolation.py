@@ -106,3 +106,38 @@ async def test_path_user_id_must_match_exactly(client: httpx.AsyncClient, alice:
     for variant in {v for v in variants if v != alice.id}:
         response = await client.get(f"/api/{variant}/tasks", headers=alice.headers)
         assert response.status_code == 403, variant
+
+
+SWEEP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+SWEEP_PATHS = ["", "{id}", "{id}/complete"]
+
+
+async def test_sweep_of_every_route_and_method_leaks_and_changes_nothing(
+    client: httpx.AsyncClient, db: AsyncEngine, alice: Account, bob: Account
+) -> None:
+    """Bob tries everything on Alice's paths and on his own path with Alice's task ids."""
+    victim_tasks = [await create_task(client, alice, title=f"secret-{n}", description=f"private-{n}") for n in range(3)]
+    await create_task(client, bob, title="bob's own")
+    before = await snapshot(db, alice)
+    secrets = {t["id"] for t in victim_tasks} | {t["title"] for t in victim_tasks}
+
+    outcomes: list[tuple[str, str, int]] = []
+    for method in SWEEP_METHODS:
+        for suffix in SWEEP_PATHS:
+            for task in victim_tasks:
+                for label, owner in (("alice's path", alice), ("own path, alice's id", bob)):
+                    url = url_for(owner, suffix, task["id"])
+                    body = {"title": "hijacked", "completed": True} if method in {"POST", "PUT"} else None
+                    response = await client.request(method, url, json=body, headers=bob.headers)
+                    outcomes.append((f"{method} {label} {suffix or '/'}", url, response.status_code))
+                    leaked = [s for s in secrets if s in response.text]
+                    assert not leaked, (method, url, response.status_code, leaked)
+                    if label == "alice's path":
+                        assert response.status_code in {403, 405, 204}, (method, url, response.status_code)
+                        assert response.status_code != 204 or method == "OPTIONS"
+                    elif suffix:
+                        assert response.status_code in {404, 405, 204}, (method, url, response.status_code)
+                        assert response.status_code != 204 or method == "OPTIONS"
+
+    assert await snapshot(db, alice) == before  # byte for byte
+    print(f"\n{len(outcomes)} cross-user attempts, 0 reads or writes of the victim's data")
