@@ -107,6 +107,9 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
         kwargs["poolclass"] = NullPool
     else:
         kwargs.update(
+            # Every request's write is a single statement, atomic on its own (see app/tasks/repository.py):
+            # autocommit spares each request the BEGIN and COMMIT/ROLLBACK round trips.
+            isolation_level="AUTOCOMMIT",
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,

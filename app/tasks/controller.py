@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal, requires_path_owner
 from app.etags import etag_for, matches, parse_entity_tags
-from app.models import Task
 from app.openapi import BEARER_SCHEME, problem_responses
+from app.tasks.repository import TaskRow
 from app.tasks.schemas import (
     NO_NUL_PATTERN,
     SEARCH_MAX_LENGTH,
@@ -104,7 +104,7 @@ class TaskController(Controller):
     ) -> Response[list[TaskRead]]:
         """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total."""
         rows, total = await tasks.list(completed=completed, search=q, sort=sort, limit=limit, offset=offset)
-        return Response([TaskRead.from_model(row) for row in rows], headers={"X-Total-Count": str(total)})
+        return Response([TaskRead.from_row(row) for row in rows], headers={"X-Total-Count": str(total)})
 
     @post(
         "/",
@@ -195,8 +195,8 @@ class TaskController(Controller):
         return _task_response(await tasks.toggle(task_id, parse_entity_tags(if_match)))
 
 
-def _task_response(task: Task, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
+def _task_response(task: TaskRow, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:
     """A single task with its ETag: every response that shows a task carries the version it shows."""
     return Response(
-        TaskRead.from_model(task), status_code=status_code, headers={**(headers or {}), "ETag": etag_for(task.version)}
+        TaskRead.from_row(task), status_code=status_code, headers={**(headers or {}), "ETag": etag_for(task.version)}
     )

@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 from litestar.typing import FieldDefinition
 
 from app.errors import explain_pattern
-from app.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH, Task
+from app.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
 
 __all__ = (
     "NO_NUL_PATTERN",
@@ -91,9 +91,17 @@ class TaskRead(msgspec.Struct, kw_only=True):
     updated_at: datetime
 
     @classmethod
-    def from_model(cls, task: Task) -> TaskRead:
-        """Copy a row into the response type."""
-        return msgspec.convert(task, cls, from_attributes=True)
+    def from_row(cls, task: Any) -> TaskRead:
+        """Copy a row (or any object with these attributes) into the response type."""
+        return cls(
+            id=task.id,
+            user_id=task.user_id,
+            title=task.title,
+            description=task.description,
+            completed=task.completed,
+            created_at=task.created_at,
+            updated_at=task.updated_at,
+        )
 
 
 def _refuse_duplicate_keys(body: bytes) -> None:

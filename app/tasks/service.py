@@ -1,28 +1,27 @@
-"""Task persistence, scoped to one owner by construction.
+"""Task use cases for one owner: list, read, create, change, toggle and delete.
 
-A :class:`TaskService` is built for the authenticated user and every statement it issues carries the
-owner criterion, so no handler can forget the filter: a task of another user is simply not found.
+A :class:`TaskService` is built for the authenticated user around a :class:`TaskRepository` scoped to that
+user, so no handler can forget the owner filter: a task of another user is simply not found.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
-from advanced_alchemy.filters import LimitOffset
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.tokens import Principal
 from app.errors import NotFoundError, PreconditionFailedError
 from app.etags import Precondition, accepted_versions, matches
-from app.models import Task, utcnow
+from app.models import utcnow
+from app.tasks.repository import TOGGLE, TaskRepository, TaskRow
 from app.tasks.schemas import TaskCreate, TaskSort, TaskUpdate
 from app.users.service import UserProvisioner
 
-__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskRepository", "TaskService")
+__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskService")
 
 
 class TaskNotFoundError(NotFoundError):
@@ -37,38 +36,14 @@ class TaskChangedError(PreconditionFailedError):
     detail = "The task has changed since it was read (If-Match does not match its ETag); fetch it and retry."
 
 
-class TaskRepository(SQLAlchemyAsyncRepository[Task]):
-    """Advanced Alchemy repository for :class:`Task` rows."""
-
-    model_type = Task
-
-
-_ORDERINGS: dict[TaskSort, list[Any]] = {
-    "created_at": [Task.created_at.asc(), Task.id.asc()],
-    "-created_at": [Task.created_at.desc(), Task.id.desc()],
-    "updated_at": [Task.updated_at.asc(), Task.id.asc()],
-    "-updated_at": [Task.updated_at.desc(), Task.id.desc()],
-    # Alphabetical as people read it ("apple" before "Banana"), then by id so pages never overlap.
-    "title": [func.lower(Task.title).asc(), Task.id.asc()],
-    "-title": [func.lower(Task.title).desc(), Task.id.desc()],
-}
-
-
 class TaskService:
-    """The tasks of one owner: list, read, create, change, toggle and delete."""
+    """The tasks of one owner."""
 
     def __init__(self, session: AsyncSession, owner: Principal, provisioner: UserProvisioner) -> None:
         self.session = session
         self.owner = owner
         self.provisioner = provisioner
-        self._owned: ColumnElement[bool] = Task.user_id == owner.id
-        self.repository = TaskRepository(
-            session=session,
-            statement=select(Task).where(self._owned),
-            auto_refresh=False,
-            count_with_window_function=False,
-            wrap_exceptions=False,
-        )
+        self.repository = TaskRepository(session=session, owner_id=owner.id)
 
     async def list(
         self,
@@ -78,29 +53,18 @@ class TaskService:
         sort: TaskSort = "-created_at",
         limit: int = 1000,
         offset: int = 0,
-    ) -> tuple[list[Task], int]:
+    ) -> tuple[Sequence[TaskRow], int]:
         """One page of the owner's tasks and the number of tasks matching the filters."""
-        filters: list[Any] = []
-        if completed is not None:
-            filters.append(Task.completed == completed)
-        if search:
-            filters.append(
-                or_(
-                    Task.title.icontains(search, autoescape=True),
-                    Task.description.icontains(search, autoescape=True),
-                )
-            )
-        filters.append(LimitOffset(limit=limit, offset=offset))
-        return await self.repository.get_many_and_count(*filters, order_by=_ORDERINGS[sort])
+        return await self.repository.page(completed=completed, search=search, sort=sort, limit=limit, offset=offset)
 
-    async def get(self, task_id: UUID) -> Task:
+    async def get(self, task_id: UUID) -> TaskRow:
         """The owner's task with this id."""
-        task = await self.repository.get_one_or_none(Task.id == task_id)
+        task = await self.repository.find(task_id)
         if task is None:
             raise TaskNotFoundError
         return task
 
-    async def create(self, data: TaskCreate) -> Task:
+    async def create(self, data: TaskCreate) -> TaskRow:
         """Store a new task for the owner; ids and timestamps are always assigned here."""
         try:
             return await self._insert(data)
@@ -112,22 +76,23 @@ class TaskService:
         await self.provisioner.ensure(self.session, self.owner)
         return await self._insert(data)
 
-    async def _insert(self, data: TaskCreate) -> Task:
+    async def _insert(self, data: TaskCreate) -> TaskRow:
         now = utcnow()
-        task = Task(
-            id=uuid4(),
-            user_id=self.owner.id,
-            title=data.title,
-            description=data.description,
-            completed=data.completed,
-            created_at=now,
-            updated_at=now,
+        task = await self.repository.insert(
+            {
+                "id": uuid4(),
+                "title": data.title,
+                "description": data.description,
+                "completed": data.completed,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+            }
         )
-        await self.repository.add(task)
         await self.session.commit()
         return task
 
-    async def update(self, task_id: UUID, data: TaskUpdate, if_match: Precondition | None = None) -> Task:
+    async def update(self, task_id: UUID, data: TaskUpdate, if_match: Precondition | None = None) -> TaskRow:
         """Change the fields the client sent, in one atomic statement (only at the If-Match version, if given)."""
         changes = data.changes()
         if not changes:
@@ -135,48 +100,34 @@ class TaskService:
             if if_match is not None and not matches(if_match, task.version, weak=False):
                 raise TaskChangedError
             return task
-        return await self._update_one(task_id, {**changes, "updated_at": utcnow()}, if_match)
+        return await self._change(task_id, changes, if_match)
 
-    async def toggle(self, task_id: UUID, if_match: Precondition | None = None) -> Task:
+    async def toggle(self, task_id: UUID, if_match: Precondition | None = None) -> TaskRow:
         """Flip ``completed``. The flip happens in the database, so concurrent toggles never read a stale value."""
-        return await self._update_one(task_id, {"completed": ~Task.completed, "updated_at": utcnow()}, if_match)
+        return await self._change(task_id, {"completed": TOGGLE}, if_match)
 
     async def delete(self, task_id: UUID, if_match: Precondition | None = None) -> None:
         """Remove the owner's task with this id (only at the If-Match version, if given)."""
-        statement = delete(Task).where(*self._target(task_id, if_match)).returning(Task.id)
-        deleted = (await self.session.execute(statement)).scalar_one_or_none()
-        if deleted is None:
+        if not await self.repository.remove(task_id, _versions(if_match)):
             await self._missing_or_changed(task_id)
         await self.session.commit()
 
-    async def _update_one(self, task_id: UUID, values: dict[str, Any], if_match: Precondition | None) -> Task:
-        statement = (
-            update(Task)
-            .where(*self._target(task_id, if_match))
-            .values(**values, version=Task.version + 1)
-            .returning(Task)
-            .execution_options(synchronize_session=False)
-        )
-        task = (await self.session.execute(statement)).scalar_one_or_none()
+    async def _change(self, task_id: UUID, values: dict[str, Any], if_match: Precondition | None) -> TaskRow:
+        # The version check is part of the same statement as the write, so of N concurrent writers holding
+        # the same ETag exactly one succeeds; the others find no row at that version.
+        task = await self.repository.change(task_id, {**values, "updated_at": utcnow()}, _versions(if_match))
         if task is None:
             await self._missing_or_changed(task_id)
         await self.session.commit()
         return task
 
-    def _target(self, task_id: UUID, if_match: Precondition | None) -> tuple[ColumnElement[bool], ...]:
-        """The owner's task with this id, and, under If-Match, only at a version the client names.
-
-        The version check is part of the same statement as the write, so of N concurrent writers holding
-        the same ETag exactly one succeeds; the others find no row at that version.
-        """
-        criteria: tuple[ColumnElement[bool], ...] = (self._owned, Task.id == task_id)
-        if if_match is not None and (versions := accepted_versions(if_match)) is not None:
-            criteria += (Task.version.in_(sorted(versions)) if versions else false(),)
-        return criteria
-
     async def _missing_or_changed(self, task_id: UUID) -> NoReturn:
         """Nothing was written: say whether the task is absent (404) or at another version (412)."""
-        await self.session.rollback()
-        if await self.repository.exists(Task.id == task_id):
+        if await self.repository.find(task_id) is not None:
             raise TaskChangedError
         raise TaskNotFoundError
+
+
+def _versions(if_match: Precondition | None) -> frozenset[int] | None:
+    """The versions a write may apply to; ``None`` when any will do (no If-Match, or ``*``)."""
+    return None if if_match is None else accepted_versions(if_match)

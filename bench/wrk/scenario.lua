@@ -1,11 +1,12 @@
 -- wrk script for the Todo API benchmark.
--- Usage: wrk -s bench/wrk/scenario.lua <url> -- <scenario> <accounts-file>
+-- Usage: wrk -s bench/wrk/scenario.lua <url> -- <scenario> <accounts-file> <threads> [<page offset>]
 -- The accounts file has one line per user: "<user_id> <token> <task_id> [<task_id> ...]".
 -- Each request rotates to the next user (and task), so caches see the whole population.
 
 local scenario
 local accounts = {}
 local counter = 0
+local page_offset = 0
 
 local threads = {}
 
@@ -31,6 +32,7 @@ end
 
 function init(args)
   scenario = args[1] or "get"
+  page_offset = tonumber(args[4]) or 0
   local all = load_accounts(args[2])
   local thread_count = tonumber(args[3]) or 1
   local index = tonumber(thread_index) or 0
@@ -62,14 +64,10 @@ builders["list"] = function()
   return wrk.format("GET", "/api/" .. account.id .. "/tasks", json_headers(account))
 end
 
-builders["list-page-start"] = function()
+-- A 50-task page at the given offset (0 for the start of the list, near the total for its end).
+builders["list-page"] = function()
   local account = pick()
-  return wrk.format("GET", "/api/" .. account.id .. "/tasks?limit=50&offset=0", json_headers(account))
-end
-
-builders["list-page-end"] = function()
-  local account = pick()
-  return wrk.format("GET", "/api/" .. account.id .. "/tasks?limit=50&offset=9950", json_headers(account))
+  return wrk.format("GET", "/api/" .. account.id .. "/tasks?limit=50&offset=" .. page_offset, json_headers(account))
 end
 
 builders["get"] = function()

@@ -1,0 +1,238 @@
+"""The ceiling: the service's work with no framework and no ORM, to measure the service against.
+
+A bare ASGI application that answers the same routes with the same SQL through a raw asyncpg pool, and
+verifies tokens with the service's own :class:`~app.auth.tokens.TokenVerifier` (same keys, same checks, same
+cache). It skips what a framework adds — validation of every input, problem details, rate limiting, security
+headers, audit logging — so it is an upper bound, not an alternative: never deploy it.
+
+    uvicorn bench.ceiling:app --workers N   (reads the same settings as the service: DATABASE_URL, JWT_*)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+from sqlalchemy.engine import make_url
+
+from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
+from app.config import load_settings
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+COLUMNS = "id, user_id, title, description, completed, created_at, updated_at, version"
+ORDER = {
+    "created_at": "created_at ASC, id ASC",
+    "-created_at": "created_at DESC, id DESC",
+    "updated_at": "updated_at ASC, id ASC",
+    "-updated_at": "updated_at DESC, id DESC",
+    "title": "lower(title) ASC, id ASC",
+    "-title": "lower(title) DESC, id DESC",
+}
+
+
+class TaskOut(msgspec.Struct):
+    id: uuid.UUID
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class TaskIn(msgspec.Struct):
+    title: str
+    description: str | None = None
+    completed: bool = False
+
+
+class TaskChanges(msgspec.Struct):
+    title: str | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    completed: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+encoder = msgspec.json.Encoder()
+
+
+def task_out(row: asyncpg.Record) -> TaskOut:
+    return TaskOut(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        description=row["description"],
+        completed=row["completed"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class Ceiling:
+    def __init__(self) -> None:
+        self.settings = load_settings()
+        self.verifier = TokenVerifier.from_settings(self.settings)
+        self.pool: asyncpg.Pool | None = None
+        self.provisioned: dict[Principal, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        status, body, headers = await self.handle(scope, receive)
+        raw_headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in headers.items())]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                url = make_url(self.settings.database_url)
+                self.pool = await asyncpg.create_pool(
+                    host=url.host,
+                    port=url.port or 5432,
+                    user=url.username,
+                    password=url.password,
+                    database=url.database,
+                    min_size=self.settings.database_pool_size,
+                    max_size=self.settings.database_pool_size + self.settings.database_max_overflow,
+                )
+                if self.verifier.jwks is not None:
+                    await self.verifier.jwks.refresh()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.pool is not None:
+                    await self.pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes, dict[str, str]]:
+        parts = scope["path"].strip("/").split("/")
+        if len(parts) < 3 or parts[0] != "api" or parts[2] != "tasks":
+            return 404, b'{"status":404}', {}
+        authorization = dict(scope["headers"]).get(b"authorization", b"").decode()
+        if not authorization.lower().startswith("bearer "):
+            return 401, b'{"status":401}', {"www-authenticate": 'Bearer realm="todo-api"'}
+        try:
+            principal = await self.verifier.verify(authorization[7:].strip())
+        except InvalidTokenError:
+            return 401, b'{"status":401}', {"www-authenticate": 'Bearer error="invalid_token"'}
+        if parts[1] != principal.id:
+            return 403, b'{"status":403}', {}
+        assert self.pool is not None
+        async with self.pool.acquire() as connection:
+            await self.provision(connection, principal)
+            method = scope["method"]
+            if len(parts) == 3:
+                if method == "GET":
+                    return await self.list(connection, principal.id, scope["query_string"])
+                if method == "POST":
+                    return await self.create(connection, principal.id, await read_body(receive))
+            task_id = uuid.UUID(parts[3])
+            if len(parts) == 4 and method == "GET":
+                row = await connection.fetchrow(
+                    f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1 AND id = $2", principal.id, task_id
+                )
+                return one(row)
+            if len(parts) == 4 and method == "PUT":
+                changes = msgspec.json.decode(await read_body(receive), type=TaskChanges)
+                return await self.update(connection, principal.id, task_id, changes)
+            if len(parts) == 4 and method == "DELETE":
+                deleted = await connection.fetchval(
+                    "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING id", principal.id, task_id
+                )
+                return (204, b"", {}) if deleted else (404, b'{"status":404}', {})
+            if len(parts) == 5 and method == "PATCH":
+                row = await connection.fetchrow(
+                    "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1 "
+                    f"WHERE user_id = $1 AND id = $2 RETURNING {COLUMNS}",
+                    principal.id,
+                    task_id,
+                    datetime.now(UTC),
+                )
+                return one(row)
+        return 405, b'{"status":405}', {}
+
+    async def provision(self, connection: asyncpg.Connection, principal: Principal) -> None:
+        now = time.monotonic()
+        if self.provisioned.get(principal, 0) > now:
+            return
+        stamp = datetime.now(UTC)
+        await connection.execute(
+            "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) "
+            "ON CONFLICT (id) DO NOTHING",
+            principal.id,
+            principal.email,
+            principal.name,
+            stamp,
+        )
+        self.provisioned[principal] = now + 300
+
+    async def list(self, connection: asyncpg.Connection, owner: str, query: bytes) -> tuple[int, bytes, dict[str, str]]:
+        params = dict(pair.split("=", 1) for pair in query.decode().split("&") if "=" in pair)
+        limit, offset = int(params.get("limit", "1000")), int(params.get("offset", "0"))
+        order = ORDER[params.get("sort", "-created_at")]
+        total = await connection.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", owner)
+        rows = await connection.fetch(
+            f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3", owner, limit, offset
+        )
+        return 200, encoder.encode([task_out(row) for row in rows]), {"x-total-count": str(total)}
+
+    async def create(
+        self, connection: asyncpg.Connection, owner: str, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        data = msgspec.json.decode(body, type=TaskIn)
+        now = datetime.now(UTC)
+        row = await connection.fetchrow(
+            f"INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, 1) RETURNING {COLUMNS}",
+            uuid.uuid4(),
+            owner,
+            data.title,
+            data.description,
+            data.completed,
+            now,
+        )
+        status, payload, headers = one(row)
+        headers["location"] = f"/api/{owner}/tasks/{row['id']}"
+        return 201, payload, headers
+
+    async def update(
+        self, connection: asyncpg.Connection, owner: str, task_id: uuid.UUID, changes: TaskChanges
+    ) -> tuple[int, bytes, dict[str, str]]:
+        values = {k: getattr(changes, k) for k in changes.__struct_fields__ if getattr(changes, k) is not msgspec.UNSET}
+        assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(values, start=4))
+        row = await connection.fetchrow(
+            f"UPDATE tasks SET {assignments}{', ' if values else ''}updated_at = $3, version = version + 1 "
+            f"WHERE user_id = $1 AND id = $2 RETURNING {COLUMNS}",
+            owner,
+            task_id,
+            datetime.now(UTC),
+            *values.values(),
+        )
+        return one(row)
+
+
+def one(row: asyncpg.Record | None) -> tuple[int, bytes, dict[str, str]]:
+    if row is None:
+        return 404, b'{"status":404}', {}
+    return 200, encoder.encode(task_out(row)), {"etag": f'"{row["version"]}"'}
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+app = Ceiling()

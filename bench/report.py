@@ -1,0 +1,136 @@
+"""Benchmark results: the JSON record, the table in docs/benchmarks.md and the plots beside it."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ("Result", "plot", "ratio_table", "update_docs", "write_json")
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "benchmarks.md"
+PLOTS = ROOT / "docs" / "benchmarks"
+
+
+@dataclass
+class Result:
+    target: str  # "service" or "ceiling"
+    scenario: str
+    connections: int
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    error_detail: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+
+
+def write_json(path: Path, run: dict[str, Any], results: list[Result]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"run": run, "results": [asdict(r) for r in results]}, indent=2) + "\n")
+
+
+def _pairs(results: list[Result]) -> list[tuple[Result, Result | None]]:
+    ceiling = {(r.scenario, r.connections): r for r in results if r.target == "ceiling"}
+    return [(r, ceiling.get((r.scenario, r.connections))) for r in results if r.target == "service"]
+
+
+def ratio_table(results: list[Result]) -> str:
+    """Service against ceiling, scenario by scenario: the headline is the ratio, not the absolute figure."""
+    lines = [
+        "| scenario | conns | service req/s | ceiling req/s | ratio | service p50 / p99 ms | ceiling p50 / p99 ms "
+        "| errors (service/ceiling) | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for service, ceiling in _pairs(results):
+        ratio = f"{service.rps / ceiling.rps:.0%}" if ceiling and ceiling.rps else "–"
+        lines.append(
+            f"| {service.scenario} | {service.connections} | {service.rps:,.0f} | "
+            f"{f'{ceiling.rps:,.0f}' if ceiling else '–'} | **{ratio}** | {service.p50_ms} / {service.p99_ms} | "
+            f"{f'{ceiling.p50_ms} / {ceiling.p99_ms}' if ceiling else '–'} | "
+            f"{service.errors}/{ceiling.errors if ceiling else '–'} | {service.peak_rss_mb} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(run: dict[str, Any], results: list[Result], plots: list[Path]) -> None:
+    """Replace the results block of docs/benchmarks.md for this profile with this run."""
+    profile = run["profile"]
+    begin, end = f"<!-- bench:{profile}:begin -->", f"<!-- bench:{profile}:end -->"
+    images = "".join(f"\n![{p.stem}](benchmarks/{p.name})\n" for p in plots)
+    block = (
+        f"{begin}\nRun {run['started']}: profile `{profile}` ({run['description']}), {run['workers']} worker(s) "
+        f"of {run['server']} for each target, {run['duration_s']} s per cell, {run['cpus']} CPUs shared by the "
+        f"servers, PostgreSQL and wrk. Raw figures: `{run['results_file']}`.\n\n{ratio_table(results)}{images}{end}"
+    )
+    text = DOCS.read_text()
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
+    else:
+        text = text.rstrip() + f"\n\n### Profile `{profile}`\n\n{block}\n"
+    DOCS.write_text(text)
+
+
+def plot(run: dict[str, Any], results: list[Result]) -> list[Path]:
+    """Throughput and p99 per scenario and connection count, and list latency against tasks per user."""
+    import matplotlib  # noqa: PLC0415 - only the report needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    profile = run["profile"]
+    written: list[Path] = []
+    connections = sorted({r.connections for r in results})
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    by_key = {(r.target, r.scenario, r.connections): r for r in results}
+
+    for metric, label in (("rps", "requests/s"), ("p99_ms", "p99 latency (ms)")):
+        figure, axes = plt.subplots(1, len(connections), figsize=(6 * len(connections), 5), squeeze=False)
+        for axis, count in zip(axes[0], connections, strict=True):
+            positions = range(len(scenarios))
+            for offset, target in ((-0.2, "service"), (0.2, "ceiling")):
+                values = [getattr(by_key.get((target, s, count)), metric, 0) or 0 for s in scenarios]
+                axis.bar([p + offset for p in positions], values, width=0.4, label=target)
+            axis.set_xticks(list(positions), scenarios, rotation=60, ha="right")
+            axis.set_title(f"{count} connection(s)")
+            axis.set_ylabel(label)
+            axis.legend()
+        figure.suptitle(f"{label}, service vs ceiling ({profile})")
+        figure.tight_layout()
+        path = PLOTS / f"{profile}-{metric.replace('_ms', '')}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written.append(path)
+
+    pages: dict[str, list[Any]] = run.get("list_pages", {})  # scenario -> [tasks per user, "start" | "end"]
+    if pages:
+        figure, axis = plt.subplots(figsize=(7, 5))
+        count = connections[-1]
+        for target in ("service", "ceiling"):
+            for where in ("start", "end"):
+                points = sorted(
+                    (tasks, by_key[(target, scenario, count)].p50_ms)
+                    for scenario, (tasks, position) in pages.items()
+                    if (position == where or tasks <= 50) and (target, scenario, count) in by_key
+                )
+                if points:
+                    axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{target}, {where}")
+        axis.set_xscale("log")
+        axis.set_xlabel("tasks of the user (log scale)")
+        axis.set_ylabel(f"p50 latency of a 50-task page (ms), {count} connections")
+        axis.set_title(f"List pages against list length ({profile})")
+        axis.legend()
+        figure.tight_layout()
+        path = PLOTS / f"{profile}-list-depth.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written.append(path)
+    return written
