@@ -7,8 +7,11 @@ the token's subject at most.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import uuid
@@ -77,11 +80,19 @@ class JSONFormatter(logging.Formatter):
 
 
 def configure_audit_logging() -> None:
-    """Send audit events to stderr as JSON lines (once per process, whatever else logging does)."""
-    if any(isinstance(handler.formatter, JSONFormatter) for handler in _logger.handlers):
+    """Send audit events to stderr as JSON lines (once per process, whatever else logging does).
+
+    Through a queue: the request only enqueues the record; a thread formats and writes it, so a flood of
+    refused tokens does not turn into a flood of blocking writes on the event loop.
+    """
+    if any(isinstance(handler, logging.handlers.QueueHandler) for handler in _logger.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter())
-    _logger.addHandler(handler)
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JSONFormatter())
+    listener = logging.handlers.QueueListener(records, stream, respect_handler_level=False)
+    listener.start()
+    atexit.register(listener.stop)
+    _logger.addHandler(logging.handlers.QueueHandler(records))
     _logger.setLevel(logging.INFO)
     _logger.propagate = False

@@ -8,12 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
 from app.audit import configure_audit_logging
-from app.auth import BearerAuthMiddleware, TokenVerifier, requires_authentication
+from app.auth import BearerAuthMiddleware, TokenVerifier, authorize
 from app.config import Settings, load_settings
 from app.db import alchemy_config
 from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
@@ -76,7 +75,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[HealthController, TaskController, docs_assets_router()],
         plugins=[SQLAlchemyPlugin(config=database)],
         # Order matters: authentication identifies the caller, then the limiter counts the request against
-        # that identity (or the client address), then the app-level guard answers 401 if nobody was identified.
+        # that identity (or the client address), then the guard answers 401 or 403 before any handler runs.
         middleware=[
             DefineMiddleware(
                 BearerAuthMiddleware,
@@ -86,15 +85,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             *(config.middleware for config in rate_limit_configs(settings)),
         ],
-        guards=[requires_authentication],
+        guards=[authorize],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         before_send=[
             security_headers_hook("/schema/scalar", docs_csp(None if docs.local else _origin(SCALAR_CDN_URL)))
         ],
-        dependencies={
-            "provisioner": Provide(lambda: provisioner, use_cache=True, sync_to_thread=False),
-            "settings": Provide(lambda: settings, use_cache=True, sync_to_thread=False),
-        },
         exception_handlers=exception_handlers,
         cors_config=CORSConfig(
             allow_origins=list(settings.cors_origins),
@@ -115,5 +110,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.state.settings = settings
     app.state.verifier = verifier
+    app.state.provisioner = provisioner
     finalize_schema(app)
     return app

@@ -1,6 +1,6 @@
 """Authentication: verifying bearer tokens (keys, JWKS cache, claims) and tying paths to principals."""
 
-from app.auth.guards import requires_authentication, requires_path_owner
+from app.auth.guards import authorize
 from app.auth.middleware import AuthFailure, BearerAuthMiddleware
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 
@@ -10,6 +10,5 @@ __all__ = (
     "InvalidTokenError",
     "Principal",
     "TokenVerifier",
-    "requires_authentication",
-    "requires_path_owner",
+    "authorize",
 )

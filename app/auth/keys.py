@@ -123,6 +123,10 @@ class JWKSCache:
         await self.refresh()
         return self._lookup(kid, algorithm)
 
+    def holds(self, key: VerificationKey) -> bool:
+        """Whether ``key`` is still in the current key set (a refresh may have removed it)."""
+        return self._by_kid.get(key.kid) is key if key.kid is not None else key in self._keys
+
     def _lookup(self, kid: str | None, algorithm: str) -> list[VerificationKey]:
         if kid is not None:
             key = self._by_kid.get(kid)

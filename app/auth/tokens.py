@@ -8,7 +8,9 @@ algorithm. ``alg: none`` and every algorithm outside those two lists are refused
 from __future__ import annotations
 
 import logging
+import time
 import unicodedata
+from itertools import islice
 from typing import Any
 
 import jwt
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 #: Far above any real JWT (Better Auth's are < 1 KiB); refuse larger ones before parsing them.
 MAX_TOKEN_LENGTH = 8192
+#: Verified tokens remembered at once: about one per active user in a token's lifetime (15 minutes by default).
+MAX_REMEMBERED_TOKENS = 50_000
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -33,6 +37,21 @@ class Principal(msgspec.Struct, frozen=True):
     id: str
     email: str | None = None
     name: str | None = None
+
+
+class _Verified(msgspec.Struct, frozen=True):
+    """A verified token's outcome and the window in which it stays valid (leeway included)."""
+
+    principal: Principal
+    valid_from: float
+    valid_until: float
+    key: VerificationKey | None  # None: the shared secret, which cannot change while the process runs
+
+    def still_valid(self, now: float, jwks: JWKSCache | None) -> bool:
+        """Expiry is enforced to the second, and a key gone from the JWKS takes its tokens with it."""
+        if not self.valid_from <= now < self.valid_until:
+            return False
+        return self.key is None or (jwks is not None and jwks.holds(self.key))
 
 
 class InvalidTokenError(Exception):
@@ -61,6 +80,9 @@ class TokenVerifier:
         self.audience = audience
         self.leeway = leeway
         self._options: Options = {"require": ["exp", "sub"], "verify_aud": audience is not None}
+        # Verifying an EdDSA signature costs more than the rest of a request's authentication together; a
+        # token already verified is re-checked for expiry (and its key for revocation) only.
+        self._verified: dict[str, _Verified] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenVerifier:
@@ -91,6 +113,11 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """Return the principal of a valid token or raise :class:`InvalidTokenError` saying why not."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            if remembered.still_valid(time.time(), self.jwks):
+                return remembered.principal
+            del self._verified[token]  # expired or its key was revoked: verify again for the precise reason
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidTokenError("token too large")
         try:
@@ -103,10 +130,26 @@ class TokenVerifier:
             raise InvalidTokenError("malformed token header")
 
         keys = await self._keys_for(algorithm, kid)
-        claims = self._decode(token, algorithm, keys)
-        return _principal_from(claims)
+        claims, key = self._decode(token, algorithm, keys)
+        principal = _principal_from(claims)
+        self._remember(token, principal, claims, key)
+        return principal
 
-    async def _keys_for(self, algorithm: str, kid: str | None) -> list[object]:
+    def _remember(self, token: str, principal: Principal, claims: dict[str, Any], key: VerificationKey | None) -> None:
+        """Keep a verified token's outcome until it expires, so its next request skips the signature check."""
+        if len(self._verified) >= MAX_REMEMBERED_TOKENS:
+            # Oldest first: dicts keep insertion order.
+            for stale in list(islice(self._verified, MAX_REMEMBERED_TOKENS // 10)):
+                del self._verified[stale]
+        lower = max((float(claims[c]) for c in ("nbf", "iat") if isinstance(claims.get(c), int | float)), default=0.0)
+        self._verified[token] = _Verified(
+            principal=principal,
+            valid_from=lower - self.leeway,
+            valid_until=float(claims["exp"]) + self.leeway,
+            key=key,
+        )
+
+    async def _keys_for(self, algorithm: str, kid: str | None) -> list[VerificationKey | str]:
         if algorithm in HMAC_ALGORITHMS:
             if self.secret is None:
                 raise InvalidTokenError("algorithm not allowed")
@@ -117,22 +160,25 @@ class TokenVerifier:
             found: list[VerificationKey] = await self.jwks.candidates(kid, algorithm)
             if not found:
                 raise InvalidTokenError("unknown signing key")
-            return [key.key for key in found]
+            return list(found)
         raise InvalidTokenError("algorithm not allowed")
 
-    def _decode(self, token: str, algorithm: str, keys: list[object]) -> dict[str, Any]:
+    def _decode(
+        self, token: str, algorithm: str, keys: list[VerificationKey | str]
+    ) -> tuple[dict[str, Any], VerificationKey | None]:
         failure: InvalidTokenError | None = None
         for key in keys:
             try:
-                return jwt.decode(
+                claims = jwt.decode(
                     token,
-                    key=key,  # type: ignore[arg-type]
+                    key=key.key if isinstance(key, VerificationKey) else key,  # type: ignore[arg-type]
                     algorithms=[algorithm],
                     issuer=self.issuer,
                     audience=self.audience,
                     leeway=self.leeway,
                     options=self._options,
                 )
+                return claims, key if isinstance(key, VerificationKey) else None
             except jwt.InvalidSignatureError:
                 failure = InvalidTokenError("invalid signature")
             except jwt.ExpiredSignatureError:
