@@ -31,8 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Every setting of the service. Field ``foo_bar`` is read from the variable ``FOO_BAR``."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
-    database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
+    database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 16
+    # Overflow connections are closed as soon as they are returned to a full pool, so under a steady
+    # burst every overflow checkout opens a new PostgreSQL backend; 0 makes excess requests queue instead.
+    database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     database_pool_timeout: Seconds = 5.0
     database_connect_timeout: Seconds = 10.0
     database_statement_timeout: Seconds = 10.0

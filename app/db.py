@@ -110,6 +110,9 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
             # Every request's write is a single statement, atomic on its own (see app/tasks/repository.py):
             # autocommit spares each request the BEGIN and COMMIT/ROLLBACK round trips.
             isolation_level="AUTOCOMMIT",
+            # With no transaction ever open there is nothing to roll back on check-in.
+            pool_reset_on_return=None,
+            skip_autocommit_rollback=True,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,

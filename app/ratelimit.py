@@ -29,7 +29,7 @@ from litestar.middleware.rate_limit import (
 )
 from litestar.stores.base import Store
 from litestar.stores.redis import RedisStore
-from litestar.types import ASGIApp
+from litestar.types import ASGIApp, Message, Send
 from redis.exceptions import RedisError
 
 from app.auth.tokens import Principal
@@ -105,6 +105,17 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
             await store.set(key, f"{count} {cache_object.reset}", expires_in=expires_in)
         except (OSError, TimeoutError, RedisError) as exc:
             self._warn(exc)
+
+    def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
+        # Litestar sets these through its mutable header view, rescanning the header list for each one.
+        extra = [(k.lower().encode(), v.encode()) for k, v in self.create_response_headers(cache_object).items()]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        return send_wrapper
 
     @classmethod
     def _warn(cls, exc: Exception) -> None:

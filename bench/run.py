@@ -50,7 +50,8 @@ RESULTS_DIR = ROOT / "bench" / "results"
 LUA = ROOT / "bench" / "wrk" / "scenario.lua"
 ISSUER = "http://127.0.0.1:3000"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-TARGETS = {"service": ["app.main:create_app", "--factory"], "ceiling": ["bench.ceiling:app"]}
+TARGETS = {"service": ("app.main:create_app", True), "ceiling": ("bench.ceiling:app", False)}
+SERVERS = ("uvicorn", "granian")
 DEEP_TASKS = 10_000
 
 
@@ -68,12 +69,12 @@ SCENARIOS = [
     Scenario("list-page-10k-start", "list-page", "deep"),
     Scenario("list-page-10k-end", "list-page", "deep", offset=DEEP_TASKS - 50),
     Scenario("get", "get", "small"),
-    Scenario("create", "create", "small"),
+    Scenario("create", "create", "fresh"),
     Scenario("update", "update", "small"),
     Scenario("toggle", "toggle", "small"),
     Scenario("delete", "delete", "fresh"),
     Scenario("unauthorized", "unauthorized", "small"),
-    Scenario("mixed", "mixed", "small"),
+    Scenario("mixed", "mixed", "fresh"),
 ]
 LARGE_SCENARIOS = [
     Scenario("list-page-100-in-10M", "list-page", "bulk"),
@@ -117,7 +118,25 @@ def log(message: str) -> None:
 # --- processes ----------------------------------------------------------------------------------------
 
 
-def start_target(target: str, database_url: str, jwks_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def server_command(server: str, target: str, port: int, workers: int) -> list[str]:
+    """Production-style command lines: no reload, no debug, access log off."""
+    app, factory = TARGETS[target]
+    if server == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "asgi", *(["--factory"] if factory else []),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
+            "--no-ws", "--log-level", "warning", "--no-access-log", app,
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+    ]  # fmt: skip
+
+
+def start_target(
+    target: str, database_url: str, jwks_url: str, workers: int, server: str, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -133,12 +152,14 @@ def start_target(target: str, database_url: str, jwks_url: str, workers: int) ->
         "RATE_LIMIT_PER_MINUTE": "100000000",
         "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000000",
     }
-    command = [
-        sys.executable, "-m", "uvicorn", *TARGETS[target],
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--no-access-log", "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=Path(os.environ.get("TMPDIR", "/tmp")), env=env)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            server_command(server, target, port, workers),
+            cwd=Path(os.environ.get("TMPDIR", "/tmp")),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -229,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=5, help="seconds per scenario, connection count and target")
     parser.add_argument("--scenarios", default=None, help="comma-separated subset of the scenarios")
     parser.add_argument("--targets", default="service,ceiling")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, the same for every target")
+    parser.add_argument("--workers", type=int, default=2, help="server workers, the same for every target")
+    parser.add_argument("--server", choices=SERVERS, default="uvicorn", help="the HTTP server, the same for both")
     parser.add_argument("--output", type=Path, default=None, help="results file (default bench/results/…)")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md and the plots alone")
     args = parser.parse_args(argv)
@@ -282,18 +304,28 @@ def main(argv: list[str] | None = None) -> int:
             log(f"bulk seed took {time.monotonic() - began:.0f} s")
             accounts["bulk"] = write_accounts(work / "bulk.txt", key, {user: [] for user in sample})
 
-        for target in targets:
-            log(f"starting {target} ({args.workers} worker(s))")
-            process, url = start_target(target, database_url, jwks.url, args.workers)
-            try:
-                for scenario in scenarios:
-                    for count in connections:
+        # Both targets run side by side and take turns, cell by cell, so drift on this shared machine hits both
+        # alike; scenarios that write get users of their own each run, so no run sees another's tasks.
+        servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        try:
+            for target in targets:
+                log(f"starting {target} ({args.workers} {args.server} worker(s))")
+                servers[target] = start_target(
+                    target, database_url, jwks.url, args.workers, args.server, work / f"{target}.log"
+                )
+            runs = 0
+            for scenario in scenarios:
+                for count in connections:
+                    for target, (process, url) in servers.items():
                         scenario_accounts = accounts.get(scenario.accounts)
                         if scenario.accounts == "fresh":
-                            # Deletes consume tasks: a fresh supply each run, more than it can use.
-                            per_user = max(5, 15_000 * args.duration // max(profile.users, 1))
+                            runs += 1
+                            # Writers get their own 20-task users each run; deletes a supply they cannot exhaust.
+                            per_user = (
+                                max(20, 15_000 * args.duration // profile.users) if scenario.name == "delete" else 20
+                            )
                             fresh = asyncio.run(
-                                seed_users(database_url, profile.users, per_user, prefix=f"f{target[0]}{count:03d}")
+                                seed_users(database_url, profile.users, per_user, prefix=f"w{runs:04d}")
                             )
                             scenario_accounts = write_accounts(work / "fresh.txt", key, fresh)
                         assert scenario_accounts is not None
@@ -304,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"{target:>8} {scenario.name:>24} × {count:>3}: {result.rps:>8,.0f} req/s  "
                             f"p50 {result.p50_ms:>6} ms  p99 {result.p99_ms:>7} ms  errors {result.errors}"
                         )
-            finally:
+        finally:
+            for process, _ in servers.values():
                 process.terminate()
                 process.wait(timeout=30)
     finally:
@@ -317,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "description": profile.describe(),
         "workers": args.workers,
-        "server": "uvicorn (uvloop, httptools)",
+        "server": "granian (uvloop)" if args.server == "granian" else "uvicorn (uvloop, httptools)",
         "duration_s": args.duration,
         "connections": connections,
         "cpus": os.cpu_count(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -199,3 +200,39 @@ def test_unusable_and_private_keys_are_skipped() -> None:
     }
 
     assert [key.kid for key in parse_jwks(json.dumps(document).encode())] == [good["kid"]]
+
+
+async def test_a_remembered_token_still_expires_to_the_second(own_jwks: JWKSServer, issuer_key: SigningKey) -> None:
+    from app.auth.tokens import InvalidTokenError, TokenVerifier  # noqa: PLC0415
+
+    jwks = JWKSCache(own_jwks.url, timeout=2.0, min_refresh_interval=0.0, max_age=300.0)
+    verifier = TokenVerifier(secret=None, jwks=jwks, issuer=None, audience=None, leeway=0)
+    expires_at = int(time.time()) + 1
+    token = mint("someone", issuer_key, issuer=None, audience=None, exp=expires_at)
+    try:
+        assert (await verifier.verify(token)).id == "someone"
+        assert (await verifier.verify(token)).id == "someone"  # from memory this time
+        while time.time() < expires_at:
+            await asyncio.sleep(0.05)
+        with pytest.raises(InvalidTokenError, match="token expired"):
+            await verifier.verify(token)
+    finally:
+        await jwks.aclose()
+
+
+async def test_a_remembered_token_stops_working_when_its_key_is_revoked(
+    own_jwks: JWKSServer, issuer_key: SigningKey
+) -> None:
+    from app.auth.tokens import InvalidTokenError, TokenVerifier  # noqa: PLC0415
+
+    jwks = JWKSCache(own_jwks.url, timeout=2.0, min_refresh_interval=0.0, max_age=300.0)
+    verifier = TokenVerifier(secret=None, jwks=jwks, issuer=None, audience=None, leeway=0)
+    token = mint("someone", issuer_key, issuer=None, audience=None)
+    try:
+        assert (await verifier.verify(token)).id == "someone"
+        own_jwks.keys = []  # the issuer withdraws the key
+        await jwks.refresh()
+        with pytest.raises(InvalidTokenError, match="unknown signing key"):
+            await verifier.verify(token)
+    finally:
+        await jwks.aclose()

@@ -60,12 +60,13 @@ class UserProvisioner:
         self.ttl = ttl
         self.max_entries = max_entries
         self._clock = clock
-        self._seen: dict[Principal, float] = {}
+        self._seen: dict[tuple[str, str | None, str | None], float] = {}
 
     async def ensure(self, session: AsyncSession, principal: Principal) -> None:
         """Upsert the principal's row unless these exact claims were stored within the last ``ttl`` seconds."""
         now = self._clock()
-        expires = self._seen.get(principal)
+        claims = (principal.id, principal.email, principal.name)
+        expires = self._seen.get(claims)
         if expires is not None and expires > now:
             return
         repository = UserRepository(session=session)
@@ -79,17 +80,17 @@ class UserProvisioner:
             logger.warning("Email of user %r already belongs to another user; storing it without email", principal.id)
             await repository.upsert_claims(principal.id, None, principal.name)
             await session.commit()
-        self._remember(principal, now + self.ttl)
+        self._remember(claims, now + self.ttl)
 
     def forget(self, user_id: str) -> None:
         """Drop cached principals of ``user_id`` so the next request upserts again."""
-        for principal in [p for p in self._seen if p.id == user_id]:
-            del self._seen[principal]
+        for claims in [c for c in self._seen if c[0] == user_id]:
+            del self._seen[claims]
 
-    def _remember(self, principal: Principal, expires: float) -> None:
+    def _remember(self, claims: tuple[str, str | None, str | None], expires: float) -> None:
         if len(self._seen) >= self.max_entries:
             now = self._clock()
             self._seen = {p: t for p, t in self._seen.items() if t > now}
             if len(self._seen) >= self.max_entries:
                 self._seen.clear()
-        self._seen[principal] = expires
+        self._seen[claims] = expires
