@@ -1,0 +1,47 @@
+"""The benchmark's own smoke test: a tiny run through the real tooling, checking the result file it writes.
+
+It measures nothing worth reading (a second per cell) and asserts no speed: it proves `just bench` works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT_FIELDS = {"target", "scenario", "connections", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "errors"}
+
+
+def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        message = "wrk is not installed (Debian package 'wrk')"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{message} (CI=true: required)", pytrace=False)
+        pytest.skip(f"{message}; set CI=true to make this a failure")
+    output = tmp_path / "smoke.json"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.run", "smoke", "--duration", "1", "--connections", "2",
+         "--scenarios", "get,create,unauthorized", "--workers", "1", "--no-docs", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    document = json.loads(output.read_text())
+    assert {"started", "profile", "workers", "server", "duration_s", "connections"} <= set(document["run"])
+    results = document["results"]
+    assert {(r["target"], r["scenario"]) for r in results} == {
+        (target, scenario) for target in ("service", "ceiling") for scenario in ("get", "create", "unauthorized")
+    }
+    for result in results:
+        assert RESULT_FIELDS <= set(result)
+        assert result["requests"] > 0
+        assert result["errors"] == 0, result
+        assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+    assert "| get | 2 |" in completed.stdout  # the ratio table was printed
