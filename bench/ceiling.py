@@ -181,8 +181,16 @@ class Ceiling:
         limit, offset = int(params.get("limit", "1000")), int(params.get("offset", "0"))
         order = ORDER[params.get("sort", "-created_at")]
         total = await connection.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", owner)
+        if total == 0 or offset >= total:
+            return 200, b"[]", {"x-total-count": str(total)}
+        # The service's SQL: a deferred join, the page's ids from the index first, then their rows.
         rows = await connection.fetch(
-            f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3", owner, limit, offset
+            f"SELECT {', '.join(f'tasks.{c}' for c in COLUMNS.split(', '))} FROM tasks JOIN "
+            f"(SELECT id FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3) AS page "
+            f"ON tasks.id = page.id WHERE tasks.user_id = $1 ORDER BY {order}",
+            owner,
+            limit,
+            offset,
         )
         return 200, encoder.encode([task_out(row) for row in rows]), {"x-total-count": str(total)}
 
