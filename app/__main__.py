@@ -1,6 +1,7 @@
 """Command line of the service, behind the ``just`` recipes.
 
-``python -m app serve [--reload]``  apply pending migrations, then serve on HOST:PORT
+``python -m app serve [--reload]``  wait for the database, apply pending migrations, then serve on HOST:PORT
+                                   with WEB_CONCURRENCY workers
 ``python -m app migrate``           apply pending migrations
 ``python -m app revision MESSAGE``  autogenerate a migration from the models (review it before committing)
 ``python -m app token USER_ID``     print an HS256 token signed with JWT_SECRET, for local development
@@ -10,16 +11,25 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import jwt
 import uvicorn
 from advanced_alchemy.extensions.litestar import AlembicCommands
 
 from app.config import ConfigError, Settings, load_settings
-from app.db import alchemy_config, create_engine, upgrade_schema
+from app.db import DatabaseUnreachableError, alchemy_config, create_engine, upgrade_schema, wait_for_database
 from app.docs import install_scalar_bundle
+
+#: How long a SIGTERM waits for requests in flight before closing anyway.
+GRACEFUL_SHUTDOWN_SECONDS = 30
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,16 +51,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings, *, reload: bool) -> None:
+def _migrate(settings: Settings) -> None:
+    asyncio.run(wait_for_database(settings))
     upgrade_schema(settings)
+
+
+def _serve(settings: Settings, *, reload: bool) -> None:
+    # Migrations run once, here, before any worker starts: workers never race to apply them.
+    _migrate(settings)
+    workers = 1 if reload else settings.web_concurrency or os.cpu_count() or 1
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker writes its metrics to files here, so whichever worker answers /metrics reports them all.
+        metrics_dir = Path(tempfile.mkdtemp(prefix="todo-api-metrics-"))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         reload=reload,
+        workers=None if reload else workers,
         log_level=settings.log_level.lower(),
+        access_log=False,  # the service logs every request itself, with its request id and route
         server_header=False,
+        # On SIGTERM: stop accepting, finish what is in flight (for at most this long), then shut down.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 
@@ -75,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             _serve(settings, reload=args.reload)
         elif args.command == "migrate":
-            upgrade_schema(settings)
+            _migrate(settings)
         elif args.command == "revision":
             config = alchemy_config(settings, engine=create_engine(settings, pooled=False))
             AlembicCommands(sqlalchemy_config=config).revision(message=args.message, autogenerate=True)
@@ -84,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Invalid configuration: {exc}", file=sys.stderr)
         return 2
+    except DatabaseUnreachableError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -38,6 +38,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     database_pool_timeout: Seconds = 5.0
     database_connect_timeout: Seconds = 10.0
     database_statement_timeout: Seconds = 10.0
+    # A pooled connection idle this long is pinged before use: after Neon scales to zero (or PostgreSQL
+    # restarts) the pool holds dead connections, and this swaps them for fresh ones instead of failing a request.
+    database_ping_after_idle_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
+    # How long `serve`/`migrate` keep retrying a database that does not answer yet (waking compute, starting
+    # container) before giving up.
+    database_startup_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
     # ``None`` means: detect from the host name (Neon's pooled hosts contain ``-pooler``).
     database_pooler: bool | None = None
     database_echo: bool = False
@@ -59,7 +65,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
+    # Worker processes of `python -m app serve`; None means one per CPU.
+    web_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None
     log_level: LogLevel = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    metrics_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
 
     def __post_init__(self) -> None:
         _check_database_url(self.database_url)
@@ -114,6 +124,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             raw[name] = _split_list(value)
         elif name == "log_level":
             raw[name] = value.strip().upper()
+        elif name == "log_format":
+            raw[name] = value.strip().lower()
         else:
             raw[name] = value.strip()
     try:

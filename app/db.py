@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +17,23 @@ from advanced_alchemy.extensions.litestar import (
     AsyncSessionConfig,
     SQLAlchemyAsyncConfig,
 )
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from app.config import ConfigError, Settings
 
-__all__ = ("DatabaseTarget", "alchemy_config", "create_engine", "parse_database_url", "upgrade_schema")
+__all__ = (
+    "DatabaseTarget",
+    "DatabaseUnreachableError",
+    "alchemy_config",
+    "create_engine",
+    "parse_database_url",
+    "upgrade_schema",
+    "wait_for_database",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +59,8 @@ def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
     """Normalise a PostgreSQL or SQLite URL, translating libpq-only query keywords for asyncpg.
 
     Neon hands out URLs like ``postgresql://u:p@ep-x-pooler.region.aws.neon.tech/db?sslmode=require&channel_binding=require``;
-    asyncpg rejects both keywords, so ``sslmode`` becomes asyncpg's ``ssl`` and ``channel_binding`` is dropped.
+    asyncpg rejects these keywords, so ``sslmode`` (with ``sslrootcert``) becomes asyncpg's ``ssl`` and
+    ``channel_binding`` is dropped.
     """
     url = make_url(raw)
     if url.drivername.startswith("sqlite"):
@@ -55,12 +68,19 @@ def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
 
     kept: dict[str, str | tuple[str, ...]] = {}
     connect_args: dict[str, Any] = {}
+    root_cert: str | None = None
     for key, value in url.query.items():
         last = value[-1] if isinstance(value, tuple) else value
         if key == "sslmode":
             if last not in _SSLMODES:
                 raise ConfigError(f"DATABASE_URL: unknown sslmode {last!r}")
             connect_args["ssl"] = last
+        elif key == "sslrootcert":
+            root_cert = last
+        elif key == "channel_binding":
+            # asyncpg's SCRAM implementation never binds to the TLS channel; verify the server's certificate
+            # (sslmode=verify-full) for the protection channel binding would add.
+            logger.info("DATABASE_URL: channel_binding is not supported by asyncpg and is ignored")
         elif key in {"ssl", "prepared_statement_cache_size"}:
             kept[key] = value
         elif key in {"application_name", "options"}:
@@ -68,6 +88,8 @@ def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
             connect_args.setdefault("server_settings", {})[key] = last
         else:
             logger.warning("DATABASE_URL: dropping query parameter %r, which asyncpg does not support", key)
+    if root_cert is not None:
+        connect_args["ssl"] = _verifying_context(connect_args.get("ssl"), root_cert)
     is_pooler = ("-pooler" in (url.host or "")) if pooler is None else pooler
     if is_pooler:
         # PgBouncer in transaction mode hands each transaction a different server connection, so
@@ -82,6 +104,24 @@ def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
         connect_args=connect_args,
         pooler=is_pooler,
     )
+
+
+def _verifying_context(sslmode: str | None, root_cert: str) -> ssl.SSLContext:
+    """libpq's ``sslrootcert``: the CA file the server's certificate must chain to (``system``: the OS store).
+
+    asyncpg only reads it from libpq's environment variables, so the URL's value becomes an SSL context.
+    """
+    if root_cert == "system":
+        sslmode = "verify-full"  # as libpq 16: trusting every public CA is only safe with the host name checked
+    if sslmode not in {"require", "verify-ca", "verify-full"}:
+        raise ConfigError("DATABASE_URL: sslrootcert needs sslmode=verify-full (or verify-ca)")
+    try:
+        context = ssl.create_default_context(cafile=None if root_cert == "system" else root_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"DATABASE_URL: cannot read sslrootcert {root_cert!r}: {exc}") from None
+    # libpq checks the chain but not the host name for require (with a root certificate) and verify-ca.
+    context.check_hostname = sslmode == "verify-full"
+    return context
 
 
 def _unique_statement_name() -> str:
@@ -106,13 +146,18 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     if not pooled:
         kwargs["poolclass"] = NullPool
     else:
+        if not target.pooler:
+            kwargs.update(
+                # Every request's write is a single statement, atomic on its own (see app/tasks/repository.py):
+                # autocommit spares each request the BEGIN and COMMIT/ROLLBACK round trips. Not behind a
+                # transaction-mode pooler: there only a transaction keeps a statement's prepare and execute on
+                # the same server connection.
+                isolation_level="AUTOCOMMIT",
+                # With no transaction ever open there is nothing to roll back on check-in.
+                pool_reset_on_return=None,
+                skip_autocommit_rollback=True,
+            )
         kwargs.update(
-            # Every request's write is a single statement, atomic on its own (see app/tasks/repository.py):
-            # autocommit spares each request the BEGIN and COMMIT/ROLLBACK round trips.
-            isolation_level="AUTOCOMMIT",
-            # With no transaction ever open there is nothing to roll back on check-in.
-            pool_reset_on_return=None,
-            skip_autocommit_rollback=True,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
             pool_timeout=settings.database_pool_timeout,
@@ -121,7 +166,88 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     engine = create_async_engine(target.url, **kwargs)
     if target.dialect == "sqlite":
         event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
+    elif pooled:
+        _ping_idle_connections(engine, settings.database_ping_after_idle_seconds)
     return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Check a pooled connection before use only when it has sat idle for ``idle_seconds``.
+
+    ``pool_pre_ping`` would spend a round trip on every request; a connection in steady use is known to be
+    alive. One left idle may have been cut by Neon suspending its compute, a restart or a NAT timeout: a
+    failed ping makes the pool discard it and hand out a fresh one, so the request never sees the dead one.
+    """
+    dialect = engine.sync_engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            logger.info("Discarding a pooled connection that failed its idle check: %s", exc)
+            # The pool's documented signal: invalidate this connection and check out another (up to 3 tries).
+            raise DisconnectionError(str(exc)) from exc
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
+
+
+async def wait_for_database(settings: Settings) -> None:
+    """Return once the database answers; retry with backoff for ``DATABASE_STARTUP_TIMEOUT`` seconds.
+
+    A Neon compute waking from scale-to-zero, or a database container still starting, refuses or stalls
+    the first connections; start-up waits for it rather than crash-looping.
+    """
+    deadline = time.monotonic() + settings.database_startup_timeout
+    delay = 0.25
+    engine = create_engine(settings, pooled=False)
+    try:
+        while True:
+            try:
+                async with engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+                return
+            except (DBAPIError, OSError, TimeoutError) as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not _is_transient(exc):
+                    raise DatabaseUnreachableError(
+                        f"the database did not answer within DATABASE_STARTUP_TIMEOUT="
+                        f"{settings.database_startup_timeout:g}s: {exc}"
+                    ) from exc
+                logger.warning("Database not reachable yet (%s); retrying in %.2g s", _first_line(exc), delay)
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 5.0)
+    finally:
+        await engine.dispose()
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth retrying: refused, reset or timed-out connections and "starting up"/"too many connections";
+    not a certificate that fails verification, a wrong password or a missing database."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return False
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _TRANSIENT_SQLSTATES
+
+
+#: cannot_connect_now (starting up), too_many_connections, admin_shutdown, crash_shutdown.
+_TRANSIENT_SQLSTATES = frozenset({"57P03", "53300", "57P01", "57P02"})
+
+
+class DatabaseUnreachableError(Exception):
+    """The database never answered during start-up."""
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:

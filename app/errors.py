@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from app.audit import audit
+from app.metrics import AUTH_FAILURES, RATE_LIMITED
 
 __all__ = (
     "PROBLEM_JSON",
@@ -227,12 +228,15 @@ def _record(request: Request[Any, Any, Any], status: int, detail: str) -> None:
     fields: dict[str, Any] = {"status": status, "subject": subject}
     if status == 401:
         fields["reason"] = getattr(scope.get("auth"), "reason", None) or "no bearer token"
+        AUTH_FAILURES.labels(fields["reason"]).inc()
     elif status == 403:
         fields["path_user"] = path_params.get("user_id")
     elif status == 412:
         fields["task_id"] = str(path_params.get("task_id"))
     else:
         fields["detail"] = detail
+        if status == 429:
+            RATE_LIMITED.labels("user" if subject else "address").inc()
     audit(event, scope, **fields)
 
 

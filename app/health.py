@@ -1,34 +1,66 @@
-"""Liveness and readiness probes for load balancers; no authentication."""
+"""Liveness and readiness probes for load balancers and orchestrators; no authentication.
+
+``/health`` says the process serves. ``/health/ready`` says whether it can do its work: the database answers,
+and so do Redis and the JWKS when they are configured. Each dependency is reported by name, so an operator
+reading a 503 knows which one to look at.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.stores.redis import RedisStore
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.errors import ServiceUnavailableError
-from app.openapi import problem_responses
+from app.auth import TokenVerifier
+from app.errors import PROBLEM_JSON, RETRY_AFTER_SECONDS, ProblemDetails
+from app.ratelimit import RATE_LIMIT_STORE
 
-__all__ = ("HealthController", "HealthStatus")
+__all__ = ("HealthController", "HealthStatus", "Readiness", "ReadinessProblem")
 
 logger = logging.getLogger(__name__)
 
-READINESS_TIMEOUT_SECONDS = 2.0
+CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class HealthStatus(msgspec.Struct, frozen=True):
-    """The probe's verdict."""
+    """The liveness verdict."""
 
     status: str
 
 
+class Readiness(msgspec.Struct, frozen=True):
+    """Ready, and the state of each dependency: ``ok``, or ``skipped`` when it is not configured."""
+
+    status: str
+    checks: dict[str, str]
+
+
+class ReadinessProblem(ProblemDetails, frozen=True):
+    """Not ready: a problem document whose ``checks`` say which dependency failed, and how."""
+
+    checks: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            outcome = await probe()
+    except Exception as exc:  # any failure of a dependency means "not ready", with its reason
+        logger.warning("Readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+        return name, f"failed: {type(exc).__name__}"
+    return name, outcome
+
+
 class HealthController(Controller):
-    """``/health`` says the process serves; ``/health/ready`` that its database answers too."""
+    """Probes: cheap, unauthenticated, never rate limited."""
 
     path = "/health"
     tags = ["Health"]
@@ -43,15 +75,50 @@ class HealthController(Controller):
         "/ready",
         operation_id="GetReadiness",
         summary="Readiness",
-        responses=problem_responses(503),
+        responses={
+            503: ResponseSpec(
+                ReadinessProblem,
+                description="A dependency does not answer; `checks` names it.",
+                media_type=PROBLEM_JSON,
+                generate_examples=False,
+            )
+        },
         cache=False,
     )
-    async def ready(self, db_engine: NamedDependency[AsyncEngine]) -> HealthStatus:
-        """200 when the database answers a trivial query within two seconds, else 503."""
-        try:
-            async with asyncio.timeout(READINESS_TIMEOUT_SECONDS), db_engine.connect() as connection:
+    async def ready(self, request: Request[Any, Any, Any], db_engine: NamedDependency[AsyncEngine]) -> Response[Any]:
+        """200 when the database (and Redis and the JWKS, where configured) answer within two seconds."""
+
+        async def database() -> str:
+            async with db_engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception as exc:
-            logger.warning("Readiness check failed: %s: %s", type(exc).__name__, exc)
-            raise ServiceUnavailableError("The database is not answering.") from None
-        return HealthStatus(status="ready")
+            return "ok"
+
+        async def redis() -> str:
+            store = request.app.stores.get(RATE_LIMIT_STORE)
+            if not isinstance(store, RedisStore):
+                return "skipped"
+            await store.exists("readiness-probe")
+            return "ok"
+
+        async def jwks() -> str:
+            verifier: TokenVerifier = request.app.state.verifier
+            if verifier.jwks is None:
+                return "skipped"
+            if not verifier.jwks.loaded:
+                await verifier.jwks.refresh()
+            return "ok" if verifier.jwks.loaded else "failed: never loaded"
+
+        checks = dict(await asyncio.gather(_check("database", database), _check("redis", redis), _check("jwks", jwks)))
+        if all(state in {"ok", "skipped"} for state in checks.values()):
+            return Response(Readiness(status="ready", checks=checks))
+        failed = ", ".join(name for name, state in checks.items() if state not in {"ok", "skipped"})
+        problem = ReadinessProblem(
+            type="about:blank",
+            title="Service Unavailable",
+            status=503,
+            detail=f"Not ready: {failed}.",
+            checks=checks,
+        )
+        return Response(
+            problem, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        )

@@ -12,7 +12,7 @@ from litestar.config.cors import CORSConfig
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
-from app.audit import configure_audit_logging
+from app.audit import JSONFormatter, configure_audit_logging
 from app.auth import BearerAuthMiddleware, TokenVerifier, authorize
 from app.config import Settings, load_settings
 from app.db import alchemy_config
@@ -20,8 +20,10 @@ from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
 from app.errors import exception_handlers
 from app.headers import docs_csp, security_headers_hook
 from app.health import HealthController
+from app.metrics import instrument_pool, metrics_controller, prometheus_config, release_pool
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
+from app.request_log import log_requests, structlog_plugin
 from app.tasks.controller import TaskController
 from app.users.service import UserProvisioner
 
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     docs = ScalarDocs()
     provisioner = UserProvisioner()
     database = alchemy_config(settings)
+    instrument_pool(database.get_engine(), settings.database_pool_size + settings.database_max_overflow)
 
     async def tune_garbage_collection() -> None:
         # Everything built so far (routes, schemas, SQLAlchemy metadata) lives as long as the process: out of
@@ -81,17 +84,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Advanced Alchemy only disposes the engine of the first config in a process (its state keys get
         # numbered after that); close the pool here so no connection outlives the app.
         await database.get_engine().dispose()
+        release_pool(settings.database_pool_size + settings.database_max_overflow)
 
     app = Litestar(
-        route_handlers=[HealthController, TaskController, docs_assets_router()],
-        plugins=[SQLAlchemyPlugin(config=database)],
-        # Order matters: authentication identifies the caller, then the limiter counts the request against
-        # that identity (or the client address), then the guard answers 401 or 403 before any handler runs.
+        route_handlers=[HealthController, TaskController, docs_assets_router(), metrics_controller(settings)],
+        plugins=[SQLAlchemyPlugin(config=database), structlog_plugin(settings, stdlib_logging_config(settings))],
+        # Order matters: the metrics see every routed request; authentication identifies the caller, then the
+        # limiter counts the request against that identity (or the client address), then the guard answers
+        # 401 or 403 before any handler runs.
         middleware=[
+            prometheus_config().middleware,
             DefineMiddleware(
                 BearerAuthMiddleware,
                 verifier=verifier,
-                exclude=["^/schema"],
+                exclude=["^/schema", "^/metrics"],
                 exclude_from_auth_key="exclude_from_auth",
             ),
             *(config.middleware for config in rate_limit_configs(settings)),
@@ -111,10 +117,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         openapi_config=openapi_config(_app_version(), docs),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        logging_config=LoggingConfig(
-            root={"level": settings.log_level, "handlers": ["queue_listener"]},
-            log_exceptions="never",
-        ),
         on_startup=[warm_up_keys, tune_garbage_collection],
         on_shutdown=[close_resources],
         debug=False,
@@ -123,4 +125,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.verifier = verifier
     app.state.provisioner = provisioner
     finalize_schema(app)
+    # Wrapping the app's own ASGI handler (not a route middleware) logs the router's 404s and 405s as well.
+    app.asgi_handler = log_requests(app.asgi_handler)
     return app
+
+
+def stdlib_logging_config(settings: Settings) -> LoggingConfig:
+    """Every other log line (the service's warnings, uvicorn, SQLAlchemy) in the same JSON shape, or as text."""
+    json_lines = settings.log_format == "json"
+    return LoggingConfig(
+        formatters={
+            "json": {"()": JSONFormatter},
+            "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        },
+        handlers={"stderr": {"class": "logging.StreamHandler", "formatter": "json" if json_lines else "text"}},
+        root={"level": settings.log_level, "handlers": ["stderr"]},
+        log_exceptions="never",
+    )

@@ -7,14 +7,16 @@ is set so that several instances share them. If Redis is unreachable the limiter
 
 Litestar's middleware stores every request's timestamp in the window and re-encodes that list on every
 request, so its cost grows with the limit (at 600 a minute, a 4 KiB JSON document per request, twice). The
-subclass here keeps Litestar's flow, keys and headers but stores a fixed-window counter instead.
+subclass here keeps Litestar's flow, keys and headers but counts in a fixed window with one atomic
+increment (a Lua script in Redis), so concurrent requests on different instances never lose a hit.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -30,18 +32,26 @@ from litestar.middleware.rate_limit import (
 from litestar.stores.base import Store
 from litestar.stores.redis import RedisStore
 from litestar.types import ASGIApp, Message, Send
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.auth.tokens import Principal
 from app.config import Settings
 
-__all__ = ("RATE_LIMIT_STORE", "LocalStore", "rate_limit_configs", "rate_limit_store")
+__all__ = (
+    "RATE_LIMIT_STORE",
+    "CounterStore",
+    "LocalStore",
+    "RedisCounterStore",
+    "rate_limit_configs",
+    "rate_limit_store",
+)
 
 logger = logging.getLogger(__name__)
 
 RATE_LIMIT_STORE = "rate_limit"
 #: Health checks and the docs are never limited.
-EXEMPT = ["^/health", "^/schema"]
+EXEMPT = ["^/health", "^/schema", "^/metrics"]
 _FAIL_OPEN_LOG_INTERVAL = 60.0
 
 
@@ -74,37 +84,41 @@ class _Tally:
         return iter(())
 
 
+class CounterStore(Store):
+    """A store that can count hits atomically: read-then-write would lose increments between instances."""
+
+    @abstractmethod
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        """Count one hit on ``key``; return the hits in the current window (this one included) and the
+        Unix time the window resets. A window opens on the first hit and lasts ``window`` seconds."""
+
+
 class CountingRateLimitMiddleware(RateLimitMiddleware):
-    """Litestar's rate-limit middleware with a fixed-window counter, and open when its store fails."""
+    """Litestar's rate-limit middleware with an atomic fixed-window counter, and open when its store fails."""
 
     _last_warning = 0.0
 
     def __init__(self, app: ASGIApp, config: RateLimitConfig) -> None:
         super().__init__(app, config)
-        # An asyncio lock: uncontended it costs nothing, where anyio's yields to the event loop on every acquire.
-        self._lock = asyncio.Lock()  # type: ignore[assignment]
+        # Litestar serialises each process's read-modify-write behind a lock held across the store round trip;
+        # the counter is one atomic operation, so requests need not queue behind each other's Redis calls.
+        self._lock = contextlib.nullcontext()  # type: ignore[assignment]
 
     async def retrieve_cached_history(self, key: str, store: Store) -> CacheObject:
-        now = int(time.time())
+        window = DURATION_VALUES[self.unit]
+        if not isinstance(store, CounterStore):  # pragma: no cover - rate_limit_store only builds counter stores
+            raise TypeError(f"the rate-limit store must count atomically, got {type(store).__name__}")
         try:
-            cached = await store.get(key)
+            count, reset = await store.hit(key, window)
         except (OSError, TimeoutError, RedisError) as exc:
             self._warn(exc)
-            cached = None
-        if cached:
-            count, _, reset = cached.partition(b" ")
-            if int(reset) > now:
-                return CacheObject(history=_Tally(int(count)), reset=int(reset))  # type: ignore[arg-type]
-        return CacheObject(history=_Tally(0), reset=now + DURATION_VALUES[self.unit])  # type: ignore[arg-type]
+            count, reset = 1, int(time.time()) + window
+        # Litestar refuses when the history *before* this request already holds the limit.
+        return CacheObject(history=_Tally(count - 1), reset=reset)  # type: ignore[arg-type]
 
-    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:
-        count = len(cache_object.history) + 1
-        cache_object.history = _Tally(count)  # type: ignore[assignment]
-        try:
-            expires_in = max(1, cache_object.reset - int(time.time()))
-            await store.set(key, f"{count} {cache_object.reset}", expires_in=expires_in)
-        except (OSError, TimeoutError, RedisError) as exc:
-            self._warn(exc)
+    async def set_cached_history(self, key: str, cache_object: CacheObject, store: Store) -> None:  # noqa: ARG002
+        # Already counted by ``hit``; only the headers' view moves on.
+        cache_object.history = _Tally(len(cache_object.history) + 1)  # type: ignore[assignment]
 
     def create_send_wrapper(self, send: Send, cache_object: CacheObject) -> Send:
         # Litestar sets these through its mutable header view, rescanning the header list for each one.
@@ -125,7 +139,7 @@ class CountingRateLimitMiddleware(RateLimitMiddleware):
             logger.warning("Rate-limit store unavailable (%s); requests are not being limited", exc)
 
 
-class LocalStore(Store):
+class LocalStore(CounterStore):
     """Counters in this process: a dict, swept of expired keys as it grows. No lock: each call runs to
     completion on the event loop without awaiting."""
 
@@ -133,6 +147,17 @@ class LocalStore(Store):
         self._data: dict[str, tuple[bytes, float]] = {}
         self._sweep_every = sweep_every
         self._writes = 0
+
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        entry = self._data.get(key)
+        now = time.time()
+        if entry is None or entry[1] <= time.monotonic():
+            count, reset = 1, int(now) + window
+        else:
+            previous, _, reset_text = entry[0].partition(b" ")
+            count, reset = int(previous) + 1, int(reset_text)
+        await self.set(key, f"{count} {reset}", expires_in=max(1, reset - int(now)))
+        return count, reset
 
     async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
         seconds = expires_in.total_seconds() if isinstance(expires_in, timedelta) else expires_in
@@ -167,6 +192,29 @@ class LocalStore(Store):
         return None if entry is None or entry[1] == float("inf") else int(entry[1] - time.monotonic())
 
 
+# INCR and the window's expiry in one server-side step: every instance's hits land on one counter, and a
+# counter can never outlive its window (as it could if a client died between INCR and EXPIRE).
+_HIT_SCRIPT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('TTL', KEYS[1])
+if ttl < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+
+class RedisCounterStore(RedisStore, CounterStore):
+    """Litestar's Redis store plus an atomic hit counter, shared by every instance using the same Redis."""
+
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        super().__init__(redis, namespace=namespace, handle_client_shutdown=True)
+        self._hit_script = self._redis.register_script(_HIT_SCRIPT)
+
+    async def hit(self, key: str, window: int) -> tuple[int, int]:
+        count, ttl = await self._hit_script(keys=[self._make_key(key)], args=[window])
+        return int(count), int(time.time()) + int(ttl)
+
+
 def rate_limit_configs(settings: Settings) -> list[RateLimitConfig]:
     """The configured limits (a limit of 0 is off)."""
     configs = []
@@ -191,5 +239,6 @@ def rate_limit_configs(settings: Settings) -> list[RateLimitConfig]:
 def rate_limit_store(settings: Settings) -> Store:
     """Redis when ``REDIS_URL`` is set (shared by every instance), else this process's memory."""
     if settings.redis_url:
-        return RedisStore.with_client(url=settings.redis_url, namespace="todo-api:rate-limit")
+        client = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+        return RedisCounterStore(client, namespace="todo-api:rate-limit")
     return LocalStore()

@@ -58,6 +58,8 @@ class ApiServer:
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "LOG_LEVEL": "WARNING",
+            # One worker unless a test asks for more: tests count what one process does (JWKS fetches, say).
+            "WEB_CONCURRENCY": "1",
             **self.env,
         }
         with self.log_path.open("wb") as log:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import pytest
 
 from app.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
 from app.db import parse_database_url
+from tests.tls import CertificateAuthority
 
 NEON_URL = (
     "postgresql://alex:AbC123dEf@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/dbname"
@@ -111,7 +113,7 @@ def test_postgres_url_spellings_all_use_asyncpg(scheme: str) -> None:
 
 
 def test_a_neon_url_pasted_as_is_is_translated_for_asyncpg(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="app.db"):
+    with caplog.at_level(logging.INFO, logger="app.db"):
         target = parse_database_url(NEON_URL)
 
     assert target.url.startswith("postgresql+asyncpg://alex:AbC123dEf@ep-cool-darkness-123456-pooler.")
@@ -139,6 +141,35 @@ def test_the_pooler_setting_overrides_detection() -> None:
 def test_an_unknown_sslmode_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="sslmode"):
         parse_database_url("postgresql://u@localhost/db?sslmode=sometimes")
+
+
+def test_sslrootcert_becomes_a_verifying_context(tmp_path: Path) -> None:
+    ca = tmp_path / "root.crt"
+    ca.write_text(CertificateAuthority.create().pem)
+
+    full = parse_database_url(f"postgresql://u@db.example/app?sslmode=verify-full&sslrootcert={ca}")
+    chain_only = parse_database_url(f"postgresql://u@db.example/app?sslmode=verify-ca&sslrootcert={ca}")
+
+    assert isinstance(full.connect_args["ssl"], ssl.SSLContext)
+    assert full.connect_args["ssl"].verify_mode == ssl.CERT_REQUIRED
+    assert full.connect_args["ssl"].check_hostname is True
+    assert chain_only.connect_args["ssl"].check_hostname is False
+    assert "sslrootcert" not in full.url
+
+
+def test_sslrootcert_system_means_verify_full_against_the_os_store() -> None:
+    context = parse_database_url("postgresql://u@db.example/app?sslrootcert=system").connect_args["ssl"]
+
+    assert context.check_hostname is True
+    assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+@pytest.mark.parametrize(
+    "query", ["sslmode=disable&sslrootcert=/nonexistent.crt", "sslmode=verify-full&sslrootcert=/nonexistent.crt"]
+)
+def test_an_unusable_sslrootcert_is_a_configuration_error(query: str) -> None:
+    with pytest.raises(ConfigError, match="sslrootcert"):
+        parse_database_url(f"postgresql://u@db.example/app?{query}")
 
 
 def test_sqlite_urls_use_aiosqlite() -> None:

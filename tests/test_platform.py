@@ -38,19 +38,41 @@ async def test_liveness_needs_no_token(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_readiness_is_200_when_the_database_answers(client: httpx.AsyncClient) -> None:
+async def test_readiness_reports_each_dependency(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/ready")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ready"}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "redis": "skipped", "jwks": "ok"}}
 
 
-async def test_readiness_is_503_when_the_database_does_not_answer(app_client: Callable[..., Any]) -> None:
+async def test_readiness_is_503_naming_the_database_when_it_does_not_answer(app_client: Callable[..., Any]) -> None:
     async with app_client(None, database_url=UNREACHABLE_DATABASE, database_connect_timeout=1) as client:
         response = await client.get("/health/ready")
 
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"]
+    body = response.json()
+    assert body["checks"]["database"].startswith("failed")
+    assert "database" in body["detail"]
+
+
+async def test_readiness_names_an_unreachable_redis(app_client: Callable[..., Any]) -> None:
+    async with app_client(None, redis_url="redis://127.0.0.1:9/0") as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert (checks["database"], checks["jwks"]) == ("ok", "skipped")
+    assert checks["redis"].startswith("failed")
+
+
+async def test_readiness_names_a_jwks_that_never_loaded(app_client: Callable[..., Any]) -> None:
+    async with app_client(None, jwt_jwks_url="http://127.0.0.1:9/jwks", jwt_jwks_timeout_seconds=0.5) as client:
+        response = await client.get("/health/ready")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["jwks"].startswith("failed")
 
 
 async def test_requests_while_the_database_is_down_get_503_not_500(

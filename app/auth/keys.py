@@ -18,6 +18,8 @@ import msgspec
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
+from app.metrics import JWKS_REFRESHES
+
 __all__ = ("ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "JWKSCache", "VerificationKey")
 
 logger = logging.getLogger(__name__)
@@ -153,11 +155,13 @@ class JWKSCache:
             keys = parse_jwks(payload)
         except (httpx.HTTPError, TimeoutError, msgspec.MsgspecError, ValueError) as exc:
             self.failures += 1
+            JWKS_REFRESHES.labels("failed").inc()
             logger.warning("JWKS refresh from %s failed (%s); keeping %d cached keys", self.url, exc, len(self._keys))
             return
         self._keys = tuple(keys)
         self._by_kid = {key.kid: key for key in keys if key.kid is not None}
         self._loaded_at = self._clock()
+        JWKS_REFRESHES.labels("loaded").inc()
         logger.info("Loaded %d verification keys from %s", len(keys), self.url)
 
     async def _download(self) -> bytes:

@@ -1,0 +1,124 @@
+"""Prometheus metrics at ``/metrics``, through Litestar's Prometheus integration.
+
+Requests are counted and timed by route *template* (``/api/{user_id}/tasks``), never by raw path, so no
+user id becomes a label. Alongside: authentication failures by reason, rate-limit rejections, the database
+pool in use and available, and JWKS refreshes by outcome. With several workers (``WEB_CONCURRENCY``),
+``python -m app serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a shared directory so that any worker's
+``/metrics`` reports all of them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import Any
+
+from litestar.connection import ASGIConnection, Request
+from litestar.exceptions import HTTPException, NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController, PrometheusMiddleware
+from litestar.types import Receive, Scope, Send
+from prometheus_client import Counter, Gauge
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+
+__all__ = (
+    "AUTH_FAILURES",
+    "JWKS_REFRESHES",
+    "METRICS_PATH",
+    "RATE_LIMITED",
+    "instrument_pool",
+    "metrics_controller",
+    "prometheus_config",
+    "release_pool",
+)
+
+METRICS_PATH = "/metrics"
+PREFIX = "todo_api"
+
+AUTH_FAILURES = Counter(f"{PREFIX}_auth_failures_total", "Requests refused 401, by reason", ["reason"])
+RATE_LIMITED = Counter(f"{PREFIX}_rate_limited_total", "Requests refused 429, by who was limited", ["scope"])
+JWKS_REFRESHES = Counter(f"{PREFIX}_jwks_refreshes_total", "JWKS downloads, by outcome", ["outcome"])
+POOL_IN_USE = Gauge(
+    f"{PREFIX}_db_pool_connections_in_use", "Database connections checked out", multiprocess_mode="livesum"
+)
+POOL_SIZE = Gauge(
+    f"{PREFIX}_db_pool_connections_max", "Database connections the pool may hold", multiprocess_mode="livesum"
+)
+
+
+class ResponseStatusPrometheusMiddleware(PrometheusMiddleware):
+    """Litestar's middleware, but a request refused by a middleware inside it (429 from the rate limiter) is
+    counted with its real status: Litestar's records the default 200, since no response passes through it."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request[Any, Any, Any](scope, receive)
+        labels = {**self._get_default_labels(request), **self._get_extra_labels(request)}
+        span = {"start_time": time.perf_counter(), "end_time": 0, "duration": 0, "status_code": 0}
+        self.requests_in_progress(labels).labels(*labels.values()).inc()
+        try:
+            await self.app(scope, receive, self._get_wrapped_send(send, span))
+        except HTTPException as exc:
+            span["status_code"] = span["status_code"] or exc.status_code
+            raise
+        except Exception:
+            span["status_code"] = span["status_code"] or 500
+            raise
+        finally:
+            self.requests_in_progress(labels).labels(*labels.values()).dec()
+            if not span["duration"]:
+                span["duration"] = time.perf_counter() - span["start_time"]
+            status = int(span["status_code"]) or 500
+            labels["status_code"] = status
+            values = [*labels.values()]
+            if status >= 500:
+                self.requests_error_count(labels).labels(*values).inc()
+            self.request_count(labels).labels(*values).inc()
+            self.request_time(labels).labels(*values).observe(span["duration"])
+
+
+def prometheus_config() -> PrometheusConfig:
+    """Request count and latency by method, route template and status; health, docs and metrics excluded."""
+    return PrometheusConfig(
+        app_name="todo-api",
+        prefix=PREFIX,
+        group_path=True,
+        exclude=["^/health", "^/schema", f"^{METRICS_PATH}"],
+        buckets=[0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        middleware_class=ResponseStatusPrometheusMiddleware,
+    )
+
+
+def metrics_controller(settings: Settings) -> type[PrometheusController]:
+    """``/metrics``, open, or behind ``Authorization: Bearer <METRICS_TOKEN>`` when that is set."""
+    token = settings.metrics_token
+
+    async def requires_metrics_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if token is None:
+            return
+        presented = connection.headers.get("authorization", "")
+        if not hmac.compare_digest(presented.encode(), f"Bearer {token}".encode()):
+            raise NotAuthorizedException("/metrics needs the metrics token.", headers={"WWW-Authenticate": "Bearer"})
+
+    class MetricsController(PrometheusController):
+        path = METRICS_PATH
+        include_in_schema = False
+        opt = {"exclude_from_auth": True}
+        guards = [requires_metrics_token]
+
+    return MetricsController
+
+
+def release_pool(size: int) -> None:
+    """The app's pool is gone (shutdown): take its connections out of the gauge."""
+    POOL_SIZE.dec(size)
+
+
+def instrument_pool(engine: AsyncEngine, size: int) -> None:
+    """Keep the pool gauges current from the pool's own checkout and checkin events."""
+    POOL_SIZE.inc(size)
+    pool = engine.sync_engine.pool
+    event.listen(pool, "checkout", lambda *_: POOL_IN_USE.inc())
+    event.listen(pool, "checkin", lambda *_: POOL_IN_USE.dec())

@@ -1,0 +1,126 @@
+"""Observability: /metrics counts exactly the traffic it saw, by route template; one JSON log line per request."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.factories import Account
+from tests.issuer import AUDIENCE, ISSUER, JWKSServer
+from tests.servers import ApiServer
+
+LIST_ROUTE = "/api/{user_id}/tasks"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus exposition, keyed by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(scrape: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        v for (n, pairs), v in scrape.items() if n == name and all((k, val) in pairs for k, val in labels.items())
+    )
+
+
+async def scrape(client: httpx.AsyncClient, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = await client.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    return samples(response.text)
+
+
+async def test_metrics_move_by_exactly_the_traffic_sent(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    async with app_client(jwks_server, rate_limit_per_minute=4) as client:
+        before = await scrape(client)
+        for _ in range(3):
+            assert (await client.get(alice.tasks_url(), headers=alice.headers)).status_code == 200
+        for _ in range(2):
+            assert (await client.get(alice.tasks_url())).status_code == 401
+        assert (await client.get(alice.tasks_url(), headers={"Authorization": "Bearer x.y.z"})).status_code == 401
+        assert (await client.get(alice.tasks_url(), headers=alice.headers)).status_code == 200
+        assert (await client.get(alice.tasks_url(), headers=alice.headers)).status_code == 429
+        after = await scrape(client)
+        text = (await client.get("/metrics")).text
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    requests = "todo_api_requests_total"
+    assert delta(requests, path=LIST_ROUTE, method="GET", status_code="200") == 4
+    assert delta(requests, path=LIST_ROUTE, method="GET", status_code="401") == 3
+    assert delta(requests, path=LIST_ROUTE, method="GET", status_code="429") == 1
+    assert delta("todo_api_request_duration_seconds_count", path=LIST_ROUTE, status_code="200") == 4
+    assert delta("todo_api_auth_failures_total", reason="no bearer token") == 2
+    assert delta("todo_api_auth_failures_total", reason="malformed token") == 1
+    assert delta("todo_api_rate_limited_total", scope="user") == 1
+    assert value(after, "todo_api_jwks_refreshes_total", outcome="loaded") >= 1
+    assert value(after, "todo_api_db_pool_connections_max") >= 16
+    assert value(after, "todo_api_db_pool_connections_in_use") >= 0
+    assert alice.id not in text  # route templates, never raw paths: no user id in any label
+
+
+async def test_metrics_can_require_a_token(app_client: Callable[..., Any]) -> None:
+    token = "metrics-token-0123456789"
+    async with app_client(None, metrics_token=token) as client:
+        refused = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer not-the-token-at-all"})
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+
+    assert (refused.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
+    assert "todo_api_" in allowed.text
+
+
+async def test_metrics_are_not_in_the_api_document(client: httpx.AsyncClient) -> None:
+    assert "/metrics" not in (await client.get("/schema/openapi.json")).json()["paths"]
+
+
+@pytest.fixture
+def logging_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
+    server = ApiServer(
+        env={
+            "DATABASE_URL": database_url,
+            "JWT_JWKS_URL": jwks_server.url,
+            "JWT_ISSUER": ISSUER,
+            "JWT_AUDIENCE": AUDIENCE,
+            "LOG_LEVEL": "INFO",
+        }
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_every_request_is_one_json_log_line(logging_service: ApiServer, alice: Account) -> None:
+    with httpx.Client(base_url=logging_service.url) as client:
+        created = client.post(
+            alice.tasks_url(), json={"title": "logged"}, headers={**alice.headers, "X-Request-ID": "log-1"}
+        )
+        client.get(alice.tasks_url(created.json()["id"]), headers={**alice.headers, "X-Request-ID": "log-2"})
+        client.get("/no/such/route", headers={"X-Request-ID": "log-3"})
+    logging_service.stop()
+
+    lines = [json.loads(line) for line in logging_service.log().splitlines() if line.startswith("{")]
+    requests = {line["request_id"]: line for line in lines if line.get("event") == "request"}
+    assert requests["log-1"]["route"] == LIST_ROUTE
+    assert requests["log-1"]["status"] == 201
+    assert requests["log-1"]["user_id"] == alice.id
+    assert requests["log-2"]["route"] == "/api/{user_id}/tasks/{task_id}"
+    assert requests["log-2"]["method"] == "GET"
+    assert isinstance(requests["log-2"]["duration_ms"], float)
+    assert requests["log-3"]["status"] == 404
+    assert requests["log-3"]["user_id"] is None
+    assert {"time", "level"} <= set(requests["log-1"])
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT.*", line["time"]) for line in requests.values())
+    assert alice.token not in logging_service.log()
