@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _migrate(settings: Settings) -> None:
-    asyncio.run(wait_for_database(settings))
+    asyncio.run(wait_for_database(settings.migration_settings))
     upgrade_schema(settings)
 
 
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "migrate":
             _migrate(settings)
         elif args.command == "revision":
-            config = alchemy_config(settings, engine=create_engine(settings, pooled=False))
+            migration = settings.migration_settings
+            config = alchemy_config(migration, engine=create_engine(migration, pooled=False))
             AlembicCommands(sqlalchemy_config=config).revision(message=args.message, autogenerate=True)
         elif args.command == "token":
             print(_token(settings, args.user_id, args.email, args.name, args.ttl))

@@ -31,6 +31,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Every setting of the service. Field ``foo_bar`` is read from the variable ``FOO_BAR``."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    # The direct (unpooled) URL migrations run on, when DATABASE_URL goes through a pooler; Neon's Vercel
+    # integration names the pair DATABASE_URL and DATABASE_URL_UNPOOLED.
+    database_url_unpooled: str | None = None
     database_pool_size: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 16
     # Overflow connections are closed as soon as they are returned to a full pool, so under a steady
     # burst every overflow checkout opens a new PostgreSQL backend; 0 makes excess requests queue instead.
@@ -73,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     def __post_init__(self) -> None:
         _check_database_url(self.database_url)
+        if self.database_url_unpooled is not None:
+            _check_database_url(self.database_url_unpooled, "DATABASE_URL_UNPOOLED")
         for name in ("better_auth_url", "jwt_jwks_url"):
             value = getattr(self, name)
             if value is not None:
@@ -84,6 +89,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for origin in self.cors_origins:
             if origin != "*":
                 _check_http_url("cors_origins", origin)
+
+    @property
+    def migration_settings(self) -> Settings:
+        """These settings pointed at the database migrations run on (the direct URL, when one is set)."""
+        if self.database_url_unpooled is None:
+            return self
+        return msgspec.structs.replace(self, database_url=self.database_url_unpooled, database_pooler=None)
 
     @property
     def jwks_url(self) -> str | None:
@@ -161,10 +173,10 @@ def _check_http_url(name: str, value: str) -> None:
         raise ConfigError(f"{name.upper()} must be an http(s) URL, got {value!r}")
 
 
-def _check_database_url(value: str) -> None:
+def _check_database_url(value: str, name: str = "DATABASE_URL") -> None:
     scheme = urlsplit(value).scheme
     allowed = {"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"}
     if scheme not in allowed:
         raise ConfigError(
-            f"DATABASE_URL must start with one of {', '.join(sorted(allowed))}:// (got {scheme or 'no'} scheme)"
+            f"{name} must start with one of {', '.join(sorted(allowed))}:// (got {scheme or 'no'} scheme)"
         )

@@ -26,6 +26,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 from app.config import ConfigError, Settings
 
 __all__ = (
+    "MIGRATION_LOCK_KEY",
     "DatabaseTarget",
     "DatabaseUnreachableError",
     "alchemy_config",
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = PROJECT_ROOT / "db" / "migrations"
 ALEMBIC_INI = PROJECT_ROOT / "db" / "alembic.ini"
+
+#: ``pg_advisory_xact_lock`` key held while migrations run (db/migrations/env.py): any fixed 64-bit number.
+MIGRATION_LOCK_KEY = 0x70D0_0A91_0001
 
 # libpq's sslmode values map one to one onto asyncpg's ``ssl`` argument.
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -284,6 +288,11 @@ def alchemy_config(settings: Settings, engine: AsyncEngine | None = None) -> SQL
 
 
 def upgrade_schema(settings: Settings, revision: str = "head") -> None:
-    """Apply migrations up to ``revision``; the only way the schema is ever created."""
+    """Apply migrations up to ``revision``; the only way the schema is ever created.
+
+    They run on ``DATABASE_URL_UNPOOLED`` when set: a migration is one long transaction that a pooler's
+    query timeouts may cut, and schema tools expect a session of their own.
+    """
+    settings = settings.migration_settings
     config = alchemy_config(settings, engine=create_engine(settings, pooled=False))
     AlembicCommands(sqlalchemy_config=config).upgrade(revision=revision)

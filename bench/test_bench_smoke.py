@@ -6,24 +6,19 @@ It measures nothing worth reading (a second per cell) and asserts no speed: it p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.prerequisites import require
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_FIELDS = {"target", "scenario", "connections", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "errors"}
 
 
 def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -> None:
-    if shutil.which("wrk") is None:
-        message = "wrk is not installed (Debian package 'wrk')"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{message} (CI=true: required)", pytrace=False)
-        pytest.skip(f"{message}; set CI=true to make this a failure")
+    require(shutil.which("wrk") is not None, "wrk is not installed (Debian package 'wrk')")
     output = tmp_path / "smoke.json"
 
     completed = subprocess.run(

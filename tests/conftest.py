@@ -6,8 +6,6 @@ themselves by using fresh user ids, so one migrated database per backend serves 
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,24 +13,23 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
 from sqlalchemy import insert as insert_
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings, load_settings
 from app.db import create_engine, upgrade_schema
 from app.main import create_app
 from app.models import Task, User, utcnow
-from tests.databases import create_database, drop_database
+from tests.databases import scratch_postgres
 from tests.factories import Account, new_user_id
 from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
+from tests.postgres_cluster import ThrowawayCluster, can_run_clusters
+from tests.prerequisites import require
 
-DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 ALGORITHMS = ("EdDSA", "RS256", "PS256", "ES256", "ES512")
 
 
@@ -83,10 +80,6 @@ def bob(make_account: Callable[..., Account]) -> Account:
 # --- databases ----------------------------------------------------------------------------------------
 
 
-def _scratch_name() -> str:
-    return f"todo_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A freshly created, migrated database; PostgreSQL from ``TEST_DATABASE_URL``, or an SQLite file."""
@@ -96,20 +89,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         upgrade_schema(Settings(database_url=url))
         yield url
         return
-
-    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-    try:
-        url = asyncio.run(create_database(admin_url, _scratch_name()))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        message = f"PostgreSQL at {make_url(admin_url).render_as_string()} is not reachable: {exc!r}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{message} (CI=true: PostgreSQL is required)", pytrace=False)
-        pytest.skip(f"{message}; set CI=true to make this a failure")
-    try:
+    with scratch_postgres() as url:
         upgrade_schema(Settings(database_url=url))
         yield url
-    finally:
-        asyncio.run(drop_database(admin_url, str(make_url(url).database)))
 
 
 @pytest.fixture
@@ -118,12 +100,28 @@ def scratch_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'scratch.sqlite3'}"
         return
-    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-    url = asyncio.run(create_database(admin_url, _scratch_name()))
-    try:
+    with scratch_postgres() as url:
         yield url
+
+
+@pytest.fixture
+def postgres_database_url() -> Iterator[str]:
+    """An empty PostgreSQL database, for tests about PostgreSQL only (whatever the session's backend)."""
+    with scratch_postgres() as url:
+        yield url
+
+
+@pytest.fixture
+def cluster() -> Iterator[ThrowawayCluster]:
+    """A migrated PostgreSQL cluster of the test's own, which it may stop, restart or reconfigure."""
+    reason = can_run_clusters()
+    require(reason is None, str(reason))
+    instance = ThrowawayCluster().create()
+    try:
+        upgrade_schema(Settings(database_url=instance.url))
+        yield instance
     finally:
-        asyncio.run(drop_database(admin_url, str(make_url(url).database)))
+        instance.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+#: The PostgreSQL server tests make their databases on (any existing database to connect to as admin).
+TEST_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
 @asynccontextmanager
@@ -51,3 +57,23 @@ async def row_locked(db: AsyncEngine, backend: str, task_id: str) -> AsyncIterat
             yield
         finally:
             await connection.rollback()
+
+
+@contextmanager
+def scratch_postgres(prefix: str = "todo_test") -> Iterator[str]:
+    """A new, empty database on the test PostgreSQL server, dropped afterwards.
+
+    An unreachable server skips locally and fails under ``CI=true`` (CI never passes by skipping).
+    """
+    from tests.prerequisites import require  # noqa: PLC0415 - the benchmark uses this module without pytest
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        url = asyncio.run(create_database(TEST_ADMIN_URL, name))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        require(False, f"PostgreSQL at {make_url(TEST_ADMIN_URL).render_as_string()} is not reachable: {exc!r}")
+        raise
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(TEST_ADMIN_URL, name))

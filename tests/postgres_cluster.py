@@ -37,6 +37,8 @@ def can_run_clusters() -> str | None:
 class ThrowawayCluster:
     port: int = field(default_factory=free_port)
     directory: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="todo-pg-")))
+    #: Extra server settings (``-c name=value``) applied at every start.
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -60,6 +62,7 @@ class ThrowawayCluster:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off -c full_page_writes=off"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run(
             "pg_ctl",
             "-D",
@@ -72,6 +75,21 @@ class ThrowawayCluster:
             "start",
         )
         return self
+
+    def enable_tls(self, certificate_pem: bytes, key_pem: bytes) -> None:
+        """Serve TLS with this certificate from the next start on (PostgreSQL wants the key 0600, its own)."""
+        certificate, key = self.directory / "server.crt", self.directory / "server.key"
+        certificate.write_bytes(certificate_pem)
+        key.write_bytes(key_pem)
+        key.chmod(0o600)
+        if os.geteuid() == 0:
+            for path in (certificate, key):
+                shutil.chown(path, "postgres", "postgres")
+        self.settings.update(ssl="on", ssl_cert_file=str(certificate), ssl_key_file=str(key))
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", mode, "-w", "stop")

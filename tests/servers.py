@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.issuer import AUDIENCE, ISSUER, JWKSServer
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.05)
     raise TimeoutError(f"{what} within {timeout} s")
+
+
+def service_env(database_url: str, jwks_server: JWKSServer, **extra: str) -> dict[str, str]:
+    """A service verifying the test issuer's tokens, on ``database_url``, with rate limits off."""
+    return {
+        "DATABASE_URL": database_url,
+        "JWT_JWKS_URL": jwks_server.url,
+        "JWT_ISSUER": ISSUER,
+        "JWT_AUDIENCE": AUDIENCE,
+        "RATE_LIMIT_PER_MINUTE": "0",
+        "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "0",
+        **extra,
+    }
 
 
 @dataclass

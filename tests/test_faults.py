@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -17,41 +17,14 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings
-from app.db import upgrade_schema
 from app.models import Task
 from tests.databases import row_locked
 from tests.factories import Account
-from tests.interop.conftest import require
-from tests.issuer import AUDIENCE, ISSUER, JWKSServer
-from tests.postgres_cluster import ThrowawayCluster, can_run_clusters
-from tests.servers import ApiServer, wait_until
+from tests.issuer import JWKSServer
+from tests.postgres_cluster import ThrowawayCluster
+from tests.servers import ApiServer, service_env, wait_until
 
 WRITERS = 4
-
-
-def service_env(database_url: str, jwks_server: JWKSServer, **extra: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "JWT_JWKS_URL": jwks_server.url,
-        "JWT_ISSUER": ISSUER,
-        "JWT_AUDIENCE": AUDIENCE,
-        "RATE_LIMIT_PER_MINUTE": "0",
-        "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "0",
-        **extra,
-    }
-
-
-@pytest.fixture
-def cluster() -> Iterator[ThrowawayCluster]:
-    reason = can_run_clusters()
-    require(reason is None, str(reason))
-    instance = ThrowawayCluster().create()
-    try:
-        upgrade_schema(Settings(database_url=instance.url))
-        yield instance
-    finally:
-        instance.destroy()
 
 
 def count_tasks(url: str, user_id: str, ids: list[str]) -> int:

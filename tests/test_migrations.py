@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import asyncpg
 from advanced_alchemy.extensions.litestar import AlembicCommands
 from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.db import alchemy_config, create_engine, upgrade_schema
+from app.db import MIGRATION_LOCK_KEY, alchemy_config, create_engine, upgrade_schema
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def commands(database_url: str) -> AlembicCommands:
@@ -43,3 +52,39 @@ def test_migrations_run_down_and_up_again(scratch_database_url: str) -> None:
     upgrade_schema(Settings(database_url=url))
 
     commands(url).check()
+
+
+async def test_instances_starting_together_apply_each_migration_once(postgres_database_url: str) -> None:
+    # PostgreSQL only: the embedded SQLite file belongs to one process, nothing starts alongside it.
+    url = make_url(postgres_database_url)
+    holder = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+    try:
+        # Hold the migration lock, start two `migrate` processes, and check they wait for it instead of racing.
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        processes = [await migrate_process(postgres_database_url) for _ in range(2)]
+        await asyncio.sleep(3)
+        assert [process.returncode for process in processes] == [None, None]
+        assert await holder.fetchval("SELECT to_regclass('tasks')") is None
+        await transaction.commit()
+        outputs = [await asyncio.wait_for(process.communicate(), timeout=60) for process in processes]
+    finally:
+        await holder.close()
+
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    await asyncio.to_thread(commands(postgres_database_url).check)
+
+
+async def migrate_process(database_url: str) -> asyncio.subprocess.Process:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "DATABASE_URL": database_url}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "migrate",
+        env=env,
+        cwd=ROOT / "db",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )

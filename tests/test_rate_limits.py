@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,23 +12,16 @@ import redis.asyncio as aioredis
 
 from tests.factories import Account
 from tests.issuer import JWKSServer
-
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.prerequisites import TEST_REDIS_URL, require_redis
 
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     """A Redis database for the test, emptied before and after; required under CI=true."""
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (OSError, aioredis.ConnectionError) as exc:
-        await client.aclose()
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"Redis at {REDIS_URL} is not reachable: {exc!r} (CI=true: required)", pytrace=False)
-        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc!r}; set CI=true to make this a failure")
+    require_redis(TEST_REDIS_URL)
+    client = aioredis.from_url(TEST_REDIS_URL)
     await client.flushdb()
-    yield REDIS_URL
+    yield TEST_REDIS_URL
     await client.flushdb()
     await client.aclose()
 

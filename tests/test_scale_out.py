@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import threading
 import uuid
 from collections import Counter
@@ -15,44 +13,31 @@ import redis
 
 from app.config import Settings
 from app.db import upgrade_schema
-from tests.databases import create_database, drop_database
+from tests.databases import scratch_postgres
 from tests.factories import Account
 from tests.issuer import AUDIENCE, ISSUER, JWKSServer
+from tests.prerequisites import TEST_REDIS_URL, require_redis
 from tests.servers import ApiServer
 
-DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 WRITERS = 6
 WRITES_PER_WRITER = 40
 
 
-def require_redis() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        message = f"Redis at {REDIS_URL} is not reachable: {exc!r}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(f"{message} (CI=true: required)", pytrace=False)
-        pytest.skip(f"{message}; set CI=true to make this a failure")
-
-
 @pytest.fixture(scope="module")
 def shared_database() -> Iterator[str]:
-    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-    name = f"todo_scale_{os.getpid()}"
-    url = asyncio.run(create_database(admin_url, name))
-    upgrade_schema(Settings(database_url=url))
-    yield url
-    asyncio.run(drop_database(admin_url, name))
+    with scratch_postgres("todo_scale") as url:
+        upgrade_schema(Settings(database_url=url))
+        yield url
 
 
 def start_pair(shared_database: str, jwks_server: JWKSServer, per_minute: int) -> tuple[ApiServer, ApiServer]:
     """Two instances, as a load balancer would see them, sharing PostgreSQL and Redis."""
     require_redis()
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    with redis.Redis.from_url(TEST_REDIS_URL) as client:
+        client.flushdb()
     env = {
         "DATABASE_URL": shared_database,
-        "REDIS_URL": REDIS_URL,
+        "REDIS_URL": TEST_REDIS_URL,
         "JWT_JWKS_URL": jwks_server.url,
         "JWT_ISSUER": ISSUER,
         "JWT_AUDIENCE": AUDIENCE,
@@ -128,7 +113,7 @@ def test_the_rate_limit_is_shared_through_redis(
 def test_concurrent_requests_on_both_instances_never_exceed_the_shared_limit(
     limited_instances: tuple[ApiServer, ApiServer], make_account: Callable[..., Account]
 ) -> None:
-    # 8 clients × 10 requests at once, half on each instance: a read-then-write counter would lose
+    # 8 clients x 10 requests at once, half on each instance: a read-then-write counter would lose
     # increments between the instances and let more than 50 through.
     account = make_account()
     statuses = Counter[int]()

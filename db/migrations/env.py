@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, cast
 from advanced_alchemy.base import metadata_registry
 from advanced_alchemy.types import GUID, DateTimeUTC
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401  - registers the tables on the metadata
+from app.db import MIGRATION_LOCK_KEY
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
@@ -50,6 +52,11 @@ def run_migrations_offline() -> None:
 def _run_sync(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Instances starting together must not apply the same migration twice: the first takes this lock,
+            # the others wait, then read the version it committed and find nothing to do. A transaction-level
+            # lock, so it also holds through a transaction-mode pooler.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         context.run_migrations()
 
 

@@ -8,7 +8,6 @@ why) elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
@@ -21,16 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import upgrade_schema
-from tests.databases import create_database, drop_database
+from tests.databases import scratch_postgres
+from tests.prerequisites import require
 from tests.servers import ApiServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = Path(__file__).resolve().parent / "better-auth"
-DEFAULT_TEST_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -42,19 +40,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def require(condition: bool, what: str) -> None:
-    """Fail under CI, skip (loudly, with the reason) elsewhere, when an interop prerequisite is missing."""
-    if condition:
-        return
-    if in_ci():
-        pytest.fail(f"{what} (CI=true: required)", pytrace=False)
-    pytest.skip(f"{what}; set CI=true to make this a failure")
 
 
 # --- Better Auth ---------------------------------------------------------------------------------------
@@ -199,16 +184,9 @@ def better_auth(start_better_auth: Callable[..., BetterAuth]) -> BetterAuth:
 @pytest.fixture(scope="session")
 def interop_database_url() -> Iterator[str]:
     """A migrated PostgreSQL database of its own for the interop tests."""
-    admin_url = os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
-    name = f"todo_interop_{os.getpid()}"
-    try:
-        url = asyncio.run(create_database(admin_url, name))
-    except (OSError, TimeoutError) as exc:
-        require(False, f"PostgreSQL at {make_url(admin_url).render_as_string()} is not reachable: {exc!r}")
-        raise
-    upgrade_schema(Settings(database_url=url))
-    yield url
-    asyncio.run(drop_database(admin_url, name))
+    with scratch_postgres("todo_interop") as url:
+        upgrade_schema(Settings(database_url=url))
+        yield url
 
 
 @pytest.fixture(scope="session")

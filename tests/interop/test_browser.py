@@ -15,7 +15,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from app.docs import ASSETS_DIR, SCALAR_BUNDLE
-from tests.interop.conftest import CHROMIUM, CHROMIUM_ARGS, BetterAuth, require
+from tests.interop.conftest import CHROMIUM, CHROMIUM_ARGS, BetterAuth
+from tests.prerequisites import require
 from tests.servers import ApiServer, free_port
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
