@@ -23,6 +23,7 @@ from pathlib import Path
 import jwt
 import uvicorn
 from advanced_alchemy.extensions.litestar import AlembicCommands
+from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigError, Settings, load_settings
 from app.db import DatabaseUnreachableError, alchemy_config, create_engine, upgrade_schema, wait_for_database
@@ -113,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DatabaseUnreachableError as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
+    except DBAPIError as exc:
+        # e.g. a migration that timed out waiting for a table lock; it rolled back whole, so retrying is safe.
+        print(f"Migration failed and was rolled back: {exc.orig or exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -27,6 +27,7 @@ from app.config import ConfigError, Settings
 
 __all__ = (
     "MIGRATION_LOCK_KEY",
+    "MIGRATION_LOCK_TIMEOUT",
     "DatabaseTarget",
     "DatabaseUnreachableError",
     "alchemy_config",
@@ -44,6 +45,8 @@ ALEMBIC_INI = PROJECT_ROOT / "db" / "alembic.ini"
 
 #: ``pg_advisory_xact_lock`` key held while migrations run (db/migrations/env.py): any fixed 64-bit number.
 MIGRATION_LOCK_KEY = 0x70D0_0A91_0001
+#: How long one migration statement waits for a table lock before the migration gives up (and is retried).
+MIGRATION_LOCK_TIMEOUT = "5s"
 
 # libpq's sslmode values map one to one onto asyncpg's ``ssl`` argument.
 _SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}

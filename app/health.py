@@ -1,8 +1,12 @@
 """Liveness and readiness probes for load balancers and orchestrators; no authentication.
 
 ``/health`` says the process serves. ``/health/ready`` says whether it can do its work: the database answers,
-and so do Redis and the JWKS when they are configured. Each dependency is reported by name, so an operator
-reading a 503 knows which one to look at.
+and Redis and the JWKS (when configured) have answered since start-up. Each dependency is reported by name,
+so an operator reading a 503 knows which one to look at.
+
+The database is checked live: without it nothing can be served. Redis and the JWKS gate readiness only until
+they first answer; afterwards the service rides out their outages (rate limits fail open, cached keys keep
+verifying tokens), and pulling every instance from the load balancer over one would be an outage of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = ("HealthController", "HealthStatus", "Readiness", "ReadinessProblem")
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
+_REDIS_ANSWERED = "readiness_redis_answered"
 
 
 class HealthStatus(msgspec.Struct, frozen=True):
@@ -37,7 +42,8 @@ class HealthStatus(msgspec.Struct, frozen=True):
 
 
 class Readiness(msgspec.Struct, frozen=True):
-    """Ready, and the state of each dependency: ``ok``, or ``skipped`` when it is not configured."""
+    """Ready, and the state of each dependency: ``ok``; ``skipped`` when it is not configured; ``degraded: …``
+    when Redis stopped answering after start-up (the instance serves on, without rate limits)."""
 
     status: str
     checks: dict[str, str]
@@ -97,7 +103,17 @@ class HealthController(Controller):
             store = request.app.stores.get(RATE_LIMIT_STORE)
             if not isinstance(store, RedisStore):
                 return "skipped"
-            await store.exists("readiness-probe")
+            try:
+                async with asyncio.timeout(CHECK_TIMEOUT_SECONDS / 2):
+                    await store.exists("readiness-probe")
+            except Exception as exc:
+                if not request.app.state.get(_REDIS_ANSWERED):
+                    raise
+                # Once up, an instance keeps serving through a Redis outage (rate limits fail open): taking
+                # every instance out of the load balancer over it would turn a degraded service into none.
+                logger.warning("Readiness: Redis does not answer (%s); serving without rate limits", exc)
+                return f"degraded: {type(exc).__name__}"
+            request.app.state[_REDIS_ANSWERED] = True
             return "ok"
 
         async def jwks() -> str:
@@ -109,7 +125,7 @@ class HealthController(Controller):
             return "ok" if verifier.jwks.loaded else "failed: never loaded"
 
         checks = dict(await asyncio.gather(_check("database", database), _check("redis", redis), _check("jwks", jwks)))
-        if all(state in {"ok", "skipped"} for state in checks.values()):
+        if not any(state.startswith("failed") for state in checks.values()):
             return Response(Readiness(status="ready", checks=checks))
         failed = ", ".join(name for name, state in checks.items() if state not in {"ok", "skipped"})
         problem = ReadinessProblem(

@@ -88,3 +88,31 @@ async def migrate_process(database_url: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def test_a_migration_blocked_by_a_long_transaction_gives_up_and_changes_nothing(
+    postgres_database_url: str,
+) -> None:
+    # A request-path transaction holding a lock must not make the migration's ALTER queue every later
+    # request behind it for long: the migration times out, rolls back whole, and succeeds once retried.
+    await asyncio.to_thread(upgrade_schema, Settings(database_url=postgres_database_url), "0001")
+    url = make_url(postgres_database_url)
+    reader = await asyncpg.connect(host=url.host, port=url.port, user=url.username, database=url.database)
+    try:
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.fetch("SELECT * FROM tasks")  # holds ACCESS SHARE on tasks until it ends
+        blocked = await migrate_process(postgres_database_url)
+        output, _ = await asyncio.wait_for(blocked.communicate(), timeout=60)
+        version = await reader.fetchval("SELECT version_num FROM alembic_version")
+        await transaction.rollback()
+    finally:
+        await reader.close()
+    retried = await migrate_process(postgres_database_url)
+    await asyncio.wait_for(retried.communicate(), timeout=60)
+
+    assert blocked.returncode == 1
+    assert b"Migration failed and was rolled back" in output
+    assert b"lock timeout" in output
+    assert version == "0001"
+    assert retried.returncode == 0

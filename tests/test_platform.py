@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.factories import Account
 from tests.issuer import JWKSServer
+from tests.prerequisites import require
+from tests.servers import free_port, wait_until
 
 TASK_OPERATIONS = {
     ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "429", "503"}),
@@ -65,6 +72,60 @@ async def test_readiness_names_an_unreachable_redis(app_client: Callable[..., An
     checks = response.json()["checks"]
     assert (checks["database"], checks["jwks"]) == ("ok", "skipped")
     assert checks["redis"].startswith("failed")
+
+
+@dataclass
+class RedisServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, which it may stop."""
+    require(shutil.which("redis-server") is not None, "redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    server = RedisServer(
+        url=f"redis://127.0.0.1:{port}/0",
+        process=subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+        ),
+    )
+
+    def answers() -> bool:
+        with redis.Redis.from_url(server.url) as client:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+    try:
+        wait_until(answers, 10, "redis-server did not start")
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_an_instance_rides_out_a_redis_outage_after_start_up(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, own_redis: RedisServer
+) -> None:
+    async with app_client(jwks_server, redis_url=own_redis.url, rate_limit_per_minute=100) as client:
+        before = await client.get("/health/ready")
+        own_redis.stop()
+        during = await client.get("/health/ready")
+        served = await client.get(alice.tasks_url(), headers=alice.headers)
+
+    assert (before.status_code, before.json()["checks"]["redis"]) == (200, "ok")
+    # Still ready: pulling every instance out of the load balancer over Redis would be an outage of its own.
+    assert during.status_code == 200
+    assert during.json()["checks"]["redis"].startswith("degraded")
+    assert served.status_code == 200  # rate limiting fails open
 
 
 async def test_readiness_names_a_jwks_that_never_loaded(app_client: Callable[..., Any]) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import app.models  # noqa: F401  - registers the tables on the metadata
-from app.db import MIGRATION_LOCK_KEY
+from app.db import MIGRATION_LOCK_KEY, MIGRATION_LOCK_TIMEOUT
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig
@@ -57,6 +57,9 @@ def _run_sync(connection: Connection) -> None:
             # the others wait, then read the version it committed and find nothing to do. A transaction-level
             # lock, so it also holds through a transaction-mode pooler.
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            # A DDL statement queued behind a long transaction holds up every request queued behind *it*; give
+            # up after a few seconds instead (the migration rolls back whole and the next start retries it).
+            connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
         context.run_migrations()
 
 
