@@ -12,8 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.factories import Account
-from tests.issuer import AUDIENCE, ISSUER, JWKSServer
-from tests.servers import ApiServer
+from tests.issuer import JWKSServer
+from tests.servers import ApiServer, service_env
 
 LIST_ROUTE = "/api/{user_id}/tasks"
 
@@ -89,15 +89,7 @@ async def test_metrics_are_not_in_the_api_document(client: httpx.AsyncClient) ->
 
 @pytest.fixture
 def logging_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
-    server = ApiServer(
-        env={
-            "DATABASE_URL": database_url,
-            "JWT_JWKS_URL": jwks_server.url,
-            "JWT_ISSUER": ISSUER,
-            "JWT_AUDIENCE": AUDIENCE,
-            "LOG_LEVEL": "INFO",
-        }
-    ).start()
+    server = ApiServer(env=service_env(database_url, jwks_server, LOG_LEVEL="INFO")).start()
     yield server
     server.stop()
 
@@ -124,3 +116,36 @@ def test_every_request_is_one_json_log_line(logging_service: ApiServer, alice: A
     assert {"time", "level"} <= set(requests["log-1"])
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT.*", line["time"]) for line in requests.values())
     assert alice.token not in logging_service.log()
+
+
+@pytest.fixture
+def two_worker_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
+    server = ApiServer(env=service_env(database_url, jwks_server, WEB_CONCURRENCY="2")).start()
+    yield server
+    server.stop()
+
+
+def test_metrics_add_up_the_traffic_of_every_worker(two_worker_service: ApiServer, alice: Account) -> None:
+    def scrape_once() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        # A new connection per scrape, so the scrapes land on either worker.
+        response = httpx.get(f"{two_worker_service.url}/metrics", headers={"Connection": "close"})
+        assert response.status_code == 200
+        return samples(response.text)
+
+    before = scrape_once()
+    for _ in range(20):
+        # one connection per request: uvicorn's workers share the socket, so the requests spread over both
+        response = httpx.get(
+            f"{two_worker_service.url}{alice.tasks_url()}", headers={**alice.headers, "Connection": "close"}
+        )
+        assert response.status_code == 200
+    scrapes = [scrape_once() for _ in range(4)]
+
+    requests = "todo_api_requests_total"
+    moved = [
+        value(after, requests, path=LIST_ROUTE, status_code="200")
+        - value(before, requests, path=LIST_ROUTE, status_code="200")
+        for after in scrapes
+    ]
+    assert moved == [20, 20, 20, 20]  # whichever worker answers, it reports both
+    assert value(scrapes[-1], "todo_api_db_pool_connections_max") == 32  # 2 workers x 16

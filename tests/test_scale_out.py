@@ -15,9 +15,9 @@ from app.config import Settings
 from app.db import upgrade_schema
 from tests.databases import scratch_postgres
 from tests.factories import Account
-from tests.issuer import AUDIENCE, ISSUER, JWKSServer
+from tests.issuer import JWKSServer
 from tests.prerequisites import TEST_REDIS_URL, require_redis
-from tests.servers import ApiServer
+from tests.servers import ApiServer, service_env
 
 WRITERS = 6
 WRITES_PER_WRITER = 40
@@ -31,22 +31,21 @@ def shared_database() -> Iterator[str]:
 
 
 def start_pair(shared_database: str, jwks_server: JWKSServer, per_minute: int) -> tuple[ApiServer, ApiServer]:
-    """Two instances, as a load balancer would see them, sharing PostgreSQL and Redis."""
+    """Two instances of two worker processes each, as a load balancer would see them, sharing PostgreSQL and Redis."""
     require_redis()
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
-    env = {
-        "DATABASE_URL": shared_database,
-        "REDIS_URL": TEST_REDIS_URL,
-        "JWT_JWKS_URL": jwks_server.url,
-        "JWT_ISSUER": ISSUER,
-        "JWT_AUDIENCE": AUDIENCE,
-        "RATE_LIMIT_PER_MINUTE": str(per_minute),
-    }
+    env = service_env(
+        shared_database,
+        jwks_server,
+        REDIS_URL=TEST_REDIS_URL,
+        RATE_LIMIT_PER_MINUTE=str(per_minute),
+        WEB_CONCURRENCY="2",
+    )
     return ApiServer(env=dict(env)).start(), ApiServer(env=dict(env)).start()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def instances(shared_database: str, jwks_server: JWKSServer) -> Iterator[tuple[ApiServer, ApiServer]]:
     pair = start_pair(shared_database, jwks_server, per_minute=100_000)
     yield pair
@@ -54,7 +53,7 @@ def instances(shared_database: str, jwks_server: JWKSServer) -> Iterator[tuple[A
         server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def limited_instances(shared_database: str, jwks_server: JWKSServer) -> Iterator[tuple[ApiServer, ApiServer]]:
     pair = start_pair(shared_database, jwks_server, per_minute=50)
     yield pair
