@@ -25,15 +25,15 @@ install:
         .venv/bin/python -m app docs-assets >/dev/null || echo "warning: Scalar bundle not fetched; docs use the CDN" >&2
     fi
 
-# Apply pending migrations, then serve on $HOST:$PORT (default 127.0.0.1:8000, SQLite in ./var)
+# Serve with production settings: wait for the database, migrate once, $WEB_CONCURRENCY workers on $HOST:$PORT
 serve: install
     {{ python }} -m app serve
 
-# Like serve, restarting on code changes
+# Development: one process that restarts on code changes
 dev: install
     {{ python }} -m app serve --reload
 
-# Apply pending migrations to DATABASE_URL
+# Apply pending migrations (to DATABASE_URL_UNPOOLED when set, else DATABASE_URL)
 migrate: install
     {{ python }} -m app migrate
 

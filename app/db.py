@@ -142,9 +142,11 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     connect_args = dict(target.connect_args)
     if target.dialect == "postgresql":
         connect_args.setdefault("timeout", settings.database_connect_timeout)
-        # Client-side limit on every statement; unlike ``SET statement_timeout`` it also works
-        # through PgBouncer, which rejects unknown startup parameters.
-        connect_args.setdefault("command_timeout", settings.database_statement_timeout)
+        if pooled:
+            # Client-side limit on every request's statement; unlike ``SET statement_timeout`` it also works
+            # through PgBouncer, which rejects unknown startup parameters. Not for migrations: building an
+            # index may rightly take minutes (their lock waits are bounded by MIGRATION_LOCK_TIMEOUT instead).
+            connect_args.setdefault("command_timeout", settings.database_statement_timeout)
     else:
         _ensure_sqlite_directory(target.url)
         connect_args.setdefault("timeout", settings.database_statement_timeout)

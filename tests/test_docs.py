@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from app.config import Settings
+from app.db import parse_database_url
 from app.docs import ASSETS_PATH, SCALAR_BUNDLE, SCALAR_CDN_URL, SCALAR_VERSION, ScalarDocs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,3 +43,43 @@ def test_docs_page_falls_back_to_the_same_pinned_version_on_the_cdn(tmp_path: Pa
     assert f"@{SCALAR_VERSION}/" in plugin.js_url
     assert plugin.css_url.startswith(ASSETS_PATH)  # the stylesheet is always ours
     assert "http" not in plugin.favicon
+
+
+# --- docs/deploy.md -----------------------------------------------------------------------------------------
+
+DEPLOY = ROOT / "docs" / "deploy.md"
+SETTING = re.compile(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+|HOST|PORT)(?:=[^`]*)?`")  # DATABASE_URL, HOST=0.0.0.0
+TEST_REFERENCE = re.compile(r"`(?:(tests/[\w/]+\.py)(?:::(\w+))?|(test_\w+))`")
+
+
+def test_deploy_guide_names_only_real_settings() -> None:
+    named = set(SETTING.findall(DEPLOY.read_text()))
+
+    assert named <= {field.upper() for field in Settings.__struct_fields__}, named
+    assert {"DATABASE_URL_UNPOOLED", "DATABASE_PING_AFTER_IDLE_SECONDS", "DATABASE_STARTUP_TIMEOUT"} <= named
+
+
+def test_deploy_guide_cites_tests_that_exist() -> None:
+    sources = {path: path.read_text() for path in (ROOT / "tests").rglob("test_*.py")}
+    cited = TEST_REFERENCE.findall(DEPLOY.read_text())
+
+    assert len(cited) >= 10
+    for path, name, bare in cited:
+        if path:
+            assert (ROOT / path).is_file(), path
+        test = name or bare
+        if test:
+            where = [ROOT / path] if path else list(sources)
+            assert any(re.search(rf"def {test}\(", sources[p]) for p in where), f"docs/deploy.md cites {test}"
+
+
+def test_deploy_guide_connection_strings_mean_what_it_says() -> None:
+    block = re.search(r"```sh\n(DATABASE_URL=.*?)```", DEPLOY.read_text(), re.DOTALL)
+    assert block is not None
+    urls = dict(line.split("=", 1) for line in block[1].strip().splitlines())
+    pooled = parse_database_url(urls["DATABASE_URL"].strip("'"))
+    direct = parse_database_url(urls["DATABASE_URL_UNPOOLED"].strip("'"))
+
+    assert (pooled.pooler, direct.pooler) == (True, False)
+    assert pooled.connect_args["ssl"] == direct.connect_args["ssl"] == "require"
+    assert "channel_binding" not in pooled.url

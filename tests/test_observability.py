@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from tests.issuer import JWKSServer
 from tests.servers import ApiServer, service_env
 
 LIST_ROUTE = "/api/{user_id}/tasks"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -70,6 +72,8 @@ async def test_metrics_move_by_exactly_the_traffic_sent(
     assert value(after, "todo_api_db_pool_connections_max") >= 16
     assert value(after, "todo_api_db_pool_connections_in_use") >= 0
     assert alice.id not in text  # route templates, never raw paths: no user id in any label
+    documented = set(re.findall(r"todo_api_\w+", (ROOT / "docs" / "deploy.md").read_text()))
+    assert {name for name in documented if name not in text} == set()  # the guide lists real metrics
 
 
 async def test_metrics_can_require_a_token(app_client: Callable[..., Any]) -> None:
