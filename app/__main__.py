@@ -57,10 +57,23 @@ def _migrate(settings: Settings) -> None:
     upgrade_schema(settings)
 
 
+def _default_workers(settings: Settings) -> int:
+    # The embedded SQLite file takes one writer at a time: more processes only queue on its lock.
+    if settings.database_url.startswith("sqlite"):
+        return 1
+    return os.cpu_count() or 1
+
+
 def _serve(settings: Settings, *, reload: bool) -> None:
     # Migrations run once, here, before any worker starts: workers never race to apply them.
     _migrate(settings)
-    workers = 1 if reload else settings.web_concurrency or os.cpu_count() or 1
+    workers = 1 if reload else settings.web_concurrency or _default_workers(settings)
+    if workers > 1 and settings.redis_url is None and settings.rate_limit_per_minute > 0:
+        print(  # before logging is configured, which happens in each worker
+            f"warning: {workers} workers without REDIS_URL: each worker counts rate limits on its own, "
+            f"so a client may get up to {workers}x RATE_LIMIT_PER_MINUTE",
+            file=sys.stderr,
+        )
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # Each worker writes its metrics to files here, so whichever worker answers /metrics reports them all.
         metrics_dir = Path(tempfile.mkdtemp(prefix="todo-api-metrics-"))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from pathlib import Path
 
 import pytest
 
+from app.__main__ import _default_workers
 from app.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
 from app.db import parse_database_url
 from tests.tls import CertificateAuthority
@@ -194,3 +196,10 @@ def test_libpq_startup_parameters_become_asyncpg_server_settings() -> None:
 
     assert target.connect_args["server_settings"] == {"application_name": "todo", "options": "endpoint=ep-abc"}
     assert "application_name" not in target.url
+
+
+def test_serve_runs_one_worker_per_cpu_on_postgresql_and_one_on_sqlite() -> None:
+    postgres = Settings(database_url="postgresql://u@db.example/app")
+
+    assert _default_workers(postgres) == (os.cpu_count() or 1)
+    assert _default_workers(Settings()) == 1  # the embedded SQLite file has one writer at a time
