@@ -13,11 +13,11 @@ import hmac
 import time
 from typing import Any
 
-from litestar.connection import ASGIConnection, Request
+from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController, PrometheusMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter, Gauge
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -50,33 +50,70 @@ POOL_SIZE = Gauge(
 
 
 class ResponseStatusPrometheusMiddleware(PrometheusMiddleware):
-    """Litestar's middleware, but a request refused by a middleware inside it (429 from the rate limiter) is
-    counted with its real status: Litestar's records the default 200, since no response passes through it."""
+    """Litestar's middleware with the same metrics and labels, made cheaper and more exact.
+
+    - A request refused by a middleware inside it (429 from the rate limiter) is counted with its real
+      status: Litestar's records the default 200, since no response passes through it.
+    - Each label combination's metric children are looked up once and kept: ``labels()`` validates and
+      locks on every call, and Litestar makes five such calls per request.
+    """
+
+    def __init__(self, app: ASGIApp, config: PrometheusConfig) -> None:
+        super().__init__(app, config)
+        self._in_progress: dict[tuple[str, str], Any] = {}
+        self._finished: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def _labels(self, method: str, path: str, status: int) -> dict[str, str | int | float]:
+        # Litestar's label names, in its order (they name the metric's label columns).
+        return {"method": method, "path": path, "status_code": status, "app_name": self._config.app_name}
+
+    def _children(self, method: str, path: str, status: int) -> tuple[Any, Any, Any]:
+        key = (method, path, status)
+        children = self._finished.get(key)
+        if children is None:
+            labels = self._labels(method, path, status)
+            values = [*labels.values()]
+            errors = self.requests_error_count(labels).labels(*values) if status >= 500 else None
+            children = (self.request_count(labels).labels(*values), self.request_time(labels).labels(*values), errors)
+            self._finished[key] = children
+        return children
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request[Any, Any, Any](scope, receive)
-        labels = {**self._get_default_labels(request), **self._get_extra_labels(request)}
-        span = {"start_time": time.perf_counter(), "end_time": 0, "duration": 0, "status_code": 0}
-        self.requests_in_progress(labels).labels(*labels.values()).inc()
+        method: str = scope["method"]  # type: ignore[typeddict-item]  # HTTP scopes only (see ``scopes``)
+        path = scope["path_template"] if self._config.group_path else scope["path"]
+        in_progress = self._in_progress.get((method, path))
+        if in_progress is None:
+            labels = self._labels(method, path, 200)
+            in_progress = self.requests_in_progress(labels).labels(*labels.values())
+            self._in_progress[(method, path)] = in_progress
+        started = time.perf_counter()
+        status = 0
+        duration = 0.0
+
+        async def measured_send(message: Message) -> None:
+            nonlocal status, duration
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                duration = time.perf_counter() - started
+            await send(message)
+
+        in_progress.inc()
         try:
-            await self.app(scope, receive, self._get_wrapped_send(send, span))
+            await self.app(scope, receive, measured_send)
         except HTTPException as exc:
-            span["status_code"] = span["status_code"] or exc.status_code
+            status = status or exc.status_code
             raise
         except Exception:
-            span["status_code"] = span["status_code"] or 500
+            status = status or 500
             raise
         finally:
-            self.requests_in_progress(labels).labels(*labels.values()).dec()
-            if not span["duration"]:
-                span["duration"] = time.perf_counter() - span["start_time"]
-            status = int(span["status_code"]) or 500
-            labels["status_code"] = status
-            values = [*labels.values()]
-            if status >= 500:
-                self.requests_error_count(labels).labels(*values).inc()
-            self.request_count(labels).labels(*values).inc()
-            self.request_time(labels).labels(*values).observe(span["duration"])
+            in_progress.dec()
+            count, latency, errors = self._children(method, path, status or 500)
+            if errors is not None:
+                errors.inc()
+            count.inc()
+            latency.observe(duration or time.perf_counter() - started)
 
 
 def prometheus_config() -> PrometheusConfig:
