@@ -8,7 +8,6 @@ the token's subject at most.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import logging.handlers
 import queue
@@ -18,6 +17,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from litestar.types import Scope
 
 __all__ = ("AUDIT_LOGGER", "JSONFormatter", "audit", "configure_audit_logging", "request_id")
@@ -64,6 +64,10 @@ def audit(event: str, scope: Scope, **fields: Any) -> None:
     )
 
 
+# Anything msgspec cannot encode natively (an exception's argument, say) is logged as its str().
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and an audit record's fields."""
 
@@ -80,7 +84,7 @@ class JSONFormatter(logging.Formatter):
             entry["message"] = record.getMessage()
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _encoder.encode(entry).decode()
 
 
 def configure_audit_logging() -> None:

@@ -8,8 +8,10 @@ in its own field. JSON by default; ``LOG_FORMAT=console`` for people reading a t
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import structlog
 from litestar.enums import ScopeType
 from litestar.logging.config import LoggingConfig, StructLoggingConfig
@@ -24,23 +26,40 @@ __all__ = ("log_requests", "structlog_plugin")
 _logger = structlog.get_logger("app.requests")
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def _render_json(_logger: Any, method_name: str, event_dict: structlog.typing.EventDict) -> bytes:
+    """The line as bytes, with the same ``time`` and ``level`` leading it as the stdlib records (app/audit.py)."""
+    line = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": method_name,
+        "logger": "app.requests",
+        **event_dict,
+    }
+    return _encoder.encode(line)
+
+
 def structlog_plugin(settings: Settings, stdlib_logging: LoggingConfig) -> StructlogPlugin:
     """structlog for the request log; the access log Litestar's plugin would add is not needed beside it."""
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if settings.log_format == "console"
-        else structlog.processors.JSONRenderer()
-    )
+    if settings.log_format == "console":
+        processors: list[Any] = [
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ]
+        factory: Any = structlog.WriteLoggerFactory()
+    else:
+        # One line per request is the hottest logging there is: msgspec encodes it and it goes out as bytes
+        # (json.dumps through a text stream cost about three times as much).
+        processors = [structlog.contextvars.merge_contextvars, _render_json]
+        factory = structlog.BytesLoggerFactory()
     return StructlogPlugin(
         StructlogConfig(
             structlog_logging_config=StructLoggingConfig(
-                processors=[
-                    structlog.contextvars.merge_contextvars,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-                    structlog.processors.add_log_level,
-                    renderer,
-                ],
-                logger_factory=structlog.WriteLoggerFactory(),
+                processors=processors,
+                logger_factory=factory,
                 wrapper_class=structlog.make_filtering_bound_logger(settings.log_level),
                 cache_logger_on_first_use=True,
                 log_exceptions="never",

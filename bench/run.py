@@ -146,19 +146,26 @@ def start_target(
         "JWT_JWKS_URL": jwks_url,
         "JWT_ISSUER": ISSUER,
         "JWT_AUDIENCE": ISSUER,
-        "LOG_LEVEL": "WARNING",
+        # Production's default: the service writes its line per request (to stdout, discarded here; a
+        # container runtime's pipe costs the same write).
+        "LOG_LEVEL": "INFO",
         # Production limits, raised past what one benchmark user sends: the limiter still runs on every
         # request (so its cost is measured) but never answers 429, which would be measured as errors.
         "RATE_LIMIT_PER_MINUTE": "100000000",
         "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000000",
     }
+    if workers > 1:
+        # As `python -m app serve` does: workers keep their metrics in shared files (what /metrics reads).
+        metrics_dir = log.parent / f"{target}-metrics"
+        metrics_dir.mkdir(exist_ok=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     with log.open("ab") as out:
         process = subprocess.Popen(
             server_command(server, target, port, workers),
             cwd=Path(os.environ.get("TMPDIR", "/tmp")),
             env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
         )
     url = f"http://127.0.0.1:{port}"
 
