@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ("Result", "plot", "ratio_table", "update_docs", "write_json")
+__all__ = ("Result", "load_json", "plot", "ratio_table", "targets_table", "update_docs", "write_json")
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -37,6 +39,11 @@ def write_json(path: Path, run: dict[str, Any], results: list[Result]) -> None:
     path.write_text(json.dumps({"run": run, "results": [asdict(r) for r in results]}, indent=2) + "\n")
 
 
+def load_json(path: Path) -> tuple[dict[str, Any], list[Result]]:
+    document = json.loads(path.read_text())
+    return document["run"], [Result(**r) for r in document["results"]]
+
+
 def _pairs(results: list[Result]) -> list[tuple[Result, Result | None]]:
     ceiling = {(r.scenario, r.connections): r for r in results if r.target == "ceiling"}
     return [(r, ceiling.get((r.scenario, r.connections))) for r in results if r.target == "service"]
@@ -60,6 +67,75 @@ def ratio_table(results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Issue 5's targets, checked against every run.
+RATIO_TARGET = 0.60
+P99_TARGET_MS = 50.0
+P99_SCENARIOS = ("get", "create", "update", "toggle", "list-page-20", "list-page-10k-start", "list-page-10k-end")
+
+
+def targets_table(run: dict[str, Any], results: list[Result]) -> str:
+    """Each target of issue 5 against this run's figures: what was asked, what was measured, whether it holds."""
+    service = {(r.scenario, r.connections): r for r in results if r.target == "service"}
+    ceiling = {(r.scenario, r.connections): r for r in results if r.target == "ceiling"}
+    pairs = [(s, c) for s, c in _pairs(results) if c is not None and s.connections >= 16 and c.rps]
+    rows: list[tuple[str, str, bool]] = []
+    if pairs:
+        held = [s for s, c in pairs if s.rps / c.rps >= RATIO_TARGET]
+        worst = min(pairs, key=lambda pair: pair[0].rps / pair[1].rps)
+        rows.append(
+            (
+                f"every scenario ≥ {RATIO_TARGET:.0%} of the ceiling at 16 and 64 connections",
+                f"{len(held)} of {len(pairs)} cells; lowest {worst[0].rps / worst[1].rps:.0%} "
+                f"({worst[0].scenario} × {worst[0].connections})",
+                len(held) == len(pairs),
+            )
+        )
+    errors = sum(r.errors for r in results if r.target == "service")
+    rows.append(("0 errors", f"{errors} errors", errors == 0))
+    top = max((r.connections for r in results), default=0)
+    tails = [service[(name, top)] for name in P99_SCENARIOS if (name, top) in service]
+    if tails:
+        rows.append(
+            (
+                f"p99 at {top} connections ≤ {P99_TARGET_MS:.0f} ms (get, create, update, toggle, list pages)",
+                ", ".join(f"{r.scenario} {r.p99_ms:g}" for r in tails),
+                all(r.p99_ms <= P99_TARGET_MS for r in tails),
+            )
+        )
+    pages: dict[str, list[Any]] = run.get("list_pages", {})
+    bound = 2.0 if run.get("profile") == "large" else 1.5
+    shallow = "list-page-20"
+    for scenario, (tasks, where) in pages.items():
+        if scenario == shallow or tasks < 1000:
+            continue
+        factors = [
+            (count, _depth(service, scenario, shallow, count), _depth(ceiling, scenario, shallow, count))
+            for count in sorted({r.connections for r in results})
+        ]
+        measured = [(count, own, theirs) for count, own, theirs in factors if own is not None]
+        if measured:
+            rows.append(
+                (
+                    f"p50 of a page at the {where} of {tasks:,} tasks ≤ {bound:g}× a 20-task user's",
+                    ", ".join(
+                        f"{own:.2f}× at {count}" + (f" (ceiling {theirs:.2f}×)" if theirs else "")
+                        for count, own, theirs in measured
+                    ),
+                    all(own <= bound for _, own, _ in measured),
+                )
+            )
+    lines = ["| target | this run | holds |", "|---|---|---|"]
+    lines += [f"| {target} | {measured} | {'yes' if ok else '**no**'} |" for target, measured, ok in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _depth(figures: dict[tuple[str, int], Result], deep: str, shallow: str, count: int) -> float | None:
+    """How many times slower (p50) a deep page is than the shallow one, at ``count`` connections."""
+    if (deep, count) not in figures or (shallow, count) not in figures or not figures[(shallow, count)].p50_ms:
+        return None
+    return figures[(deep, count)].p50_ms / figures[(shallow, count)].p50_ms
+
+
 def update_docs(run: dict[str, Any], results: list[Result], plots: list[Path]) -> None:
     """Replace the results block of docs/benchmarks.md for this profile with this run."""
     profile = run["profile"]
@@ -68,7 +144,8 @@ def update_docs(run: dict[str, Any], results: list[Result], plots: list[Path]) -
     block = (
         f"{begin}\nRun {run['started']}: profile `{profile}` ({run['description']}), {run['workers']} worker(s) "
         f"of {run['server']} for each target, {run['duration_s']} s per cell, {run['cpus']} CPUs shared by the "
-        f"servers, PostgreSQL and wrk. Raw figures: `{run['results_file']}`.\n\n{ratio_table(results)}{images}{end}"
+        f"servers, PostgreSQL and wrk. Raw figures: `{run['results_file']}`.\n\n{ratio_table(results)}\n"
+        f"Issue 5's targets against this run:\n\n{targets_table(run, results)}{images}{end}"
     )
     text = DOCS.read_text()
     if begin in text:
@@ -134,3 +211,18 @@ def plot(run: dict[str, Any], results: list[Result]) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report bench/results/<run>.json``: redraw a saved run's table and plots in the docs."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    run, results = load_json(args.results)
+    update_docs(run, results, plot(run, results))
+    print(targets_table(run, results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.report import load_json, targets_table
 from tests.prerequisites import require
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,3 +41,7 @@ def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -
         assert result["errors"] == 0, result
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
     assert "| get | 2 |" in completed.stdout  # the ratio table was printed
+    run, loaded = load_json(output)
+    verdicts = targets_table(run, loaded)
+    assert "| every scenario ≥ 60% of the ceiling" not in verdicts  # 2 connections: no cell at 16 or 64
+    assert "| 0 errors | 0 errors | yes |" in verdicts
