@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, terminate, wait_until
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 
@@ -87,11 +87,6 @@ class PgBouncer:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            terminate(self.process)
             self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -4,7 +4,6 @@ a real socket (fuzzing, interop, browsers, faults)."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float = 10) -> int:
+    """SIGTERM, as an orchestrator would; SIGKILL if it has not exited within ``timeout``. The exit status."""
+    process.terminate()
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -101,11 +111,6 @@ class ApiServer:
         """SIGTERM, as an orchestrator would; returns the exit status."""
         if self.process is None:
             return None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            status = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            status = self.process.wait()
+        status = terminate(self.process, timeout)
         self.process = None
         return status

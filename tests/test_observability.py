@@ -92,13 +92,21 @@ async def test_metrics_are_not_in_the_api_document(client: httpx.AsyncClient) ->
 
 
 @pytest.fixture
-def logging_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
-    server = ApiServer(env=service_env(database_url, jwks_server, LOG_LEVEL="INFO")).start()
-    yield server
-    server.stop()
+def start_service(database_url: str, jwks_server: JWKSServer) -> Iterator[Callable[..., ApiServer]]:
+    """Start ``python -m app serve`` processes with extra settings; all are stopped after the test."""
+    started: list[ApiServer] = []
+
+    def start(**settings: str) -> ApiServer:
+        started.append(ApiServer(env=service_env(database_url, jwks_server, **settings)).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
-def test_every_request_is_one_json_log_line(logging_service: ApiServer, alice: Account) -> None:
+def test_every_request_is_one_json_log_line(start_service: Callable[..., ApiServer], alice: Account) -> None:
+    logging_service = start_service(LOG_LEVEL="INFO")
     with httpx.Client(base_url=logging_service.url) as client:
         created = client.post(
             alice.tasks_url(), json={"title": "logged"}, headers={**alice.headers, "X-Request-ID": "log-1"}
@@ -122,14 +130,9 @@ def test_every_request_is_one_json_log_line(logging_service: ApiServer, alice: A
     assert alice.token not in logging_service.log()
 
 
-@pytest.fixture
-def two_worker_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
-    server = ApiServer(env=service_env(database_url, jwks_server, WEB_CONCURRENCY="2")).start()
-    yield server
-    server.stop()
+def test_metrics_add_up_the_traffic_of_every_worker(start_service: Callable[..., ApiServer], alice: Account) -> None:
+    two_worker_service = start_service(WEB_CONCURRENCY="2")
 
-
-def test_metrics_add_up_the_traffic_of_every_worker(two_worker_service: ApiServer, alice: Account) -> None:
     def scrape_once() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         # A new connection per scrape, so the scrapes land on either worker.
         response = httpx.get(f"{two_worker_service.url}/metrics", headers={"Connection": "close"})

@@ -16,7 +16,7 @@ import redis
 from tests.factories import Account
 from tests.issuer import JWKSServer
 from tests.prerequisites import require
-from tests.servers import free_port, wait_until
+from tests.servers import free_port, terminate, wait_until
 
 TASK_OPERATIONS = {
     ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "429", "503"}),
@@ -81,8 +81,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            terminate(self.process)
 
 
 @pytest.fixture

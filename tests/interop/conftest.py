@@ -25,7 +25,7 @@ from app.config import Settings
 from app.db import upgrade_schema
 from tests.databases import scratch_postgres
 from tests.prerequisites import require
-from tests.servers import ApiServer, free_port
+from tests.servers import ApiServer, free_port, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_DIR = Path(__file__).resolve().parent / "better-auth"
@@ -110,11 +110,7 @@ class BetterAuth:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+            terminate(self.process)
             if self.process.stdout is not None:
                 self.process.stdout.close()
             self.process = None
