@@ -89,6 +89,8 @@ def _serve(settings: Settings, *, reload: bool) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,  # the service logs every request itself, with its request id and route
         server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         # On SIGTERM: stop accepting, finish what is in flight (for at most this long), then shut down.
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

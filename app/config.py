@@ -67,6 +67,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     host: str = "127.0.0.1"
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list, or "*"): the load balancer's
+    # addresses, so per-address rate limits and audit lines see the real client, not the balancer.
+    forwarded_allow_ips: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     # Worker processes of `python -m app serve`; None means one per CPU (one on the embedded SQLite).
     web_concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] | None = None

@@ -25,6 +25,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.config import Settings
+from app.db import upgrade_schema
 from tests.factories import Account
 from tests.issuer import JWKSServer
 from tests.pgbouncer import PgBouncer, can_run_pgbouncer
@@ -237,3 +239,30 @@ def test_connections_a_suspend_cut_are_replaced_before_a_request_uses_them(
     assert after_checked == [200] * 5
     # Without the idle check the first request meets the dead connection (a 503 the client must retry).
     assert after_unchecked == [503, 200, 200, 200, 200]
+
+
+# --- behind the load balancer -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("trusted", "shared_bucket"), [("127.0.0.1", False), ("10.0.0.1", True)])
+def test_forwarded_addresses_count_only_from_trusted_proxies(
+    postgres_database_url: str, jwks_server: JWKSServer, trusted: str, shared_bucket: bool
+) -> None:
+    # The test's requests come from 127.0.0.1: as the load balancer when it is trusted, as a stranger when not.
+    upgrade_schema(Settings(database_url=postgres_database_url))
+    env = service_env(postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="2")
+    server = ApiServer(env={**env, "FORWARDED_ALLOW_IPS": trusted}).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+
+            def anonymous(client_address: str) -> int:
+                return client.get("/api/someone/tasks", headers={"X-Forwarded-For": client_address}).status_code
+
+            first = [anonymous("203.0.113.7") for _ in range(3)]
+            other = anonymous("198.51.100.9")
+    finally:
+        server.stop()
+
+    assert first == [401, 401, 429]
+    # Trusted: another client has its own budget. Untrusted: the header is ignored, everyone is 127.0.0.1.
+    assert other == (429 if shared_bucket else 401)
