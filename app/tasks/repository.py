@@ -53,6 +53,8 @@ _C = _TABLE.c
 _OWNER: Final = bindparam("owner", type_=_C.user_id.type)
 _ID: Final = bindparam("task_id", type_=_C.id.type)
 _VERSIONS: Final = bindparam("versions", expanding=True, type_=_C.version.type)
+#: What Advanced Alchemy's ``__init__`` would build per repository (``select(Task)``); handed in ready-made.
+_UNSCOPED: Final = select(Task)
 TOGGLE: Final = object()
 """A value for ``completed`` that flips it in the database."""
 
@@ -141,7 +143,7 @@ class TaskRepository(SQLAlchemyAsyncRepository[Task]):
     def __init__(self, *, session: AsyncSession, owner_id: str, **kwargs: Any) -> None:
         self.owner_id = owner_id
         self._statement: Select[tuple[Task]] | None = None
-        super().__init__(session=session, **kwargs)
+        super().__init__(session=session, statement=_UNSCOPED, **kwargs)
 
     @property
     def statement(self) -> Select[tuple[Task]]:
@@ -155,8 +157,8 @@ class TaskRepository(SQLAlchemyAsyncRepository[Task]):
 
     @statement.setter
     def statement(self, value: Select[tuple[Task]]) -> None:
-        # Advanced Alchemy assigns ``select(Task)`` (unscoped) in __init__; only a scoped statement is kept.
-        if value.whereclause is not None:
+        # Advanced Alchemy assigns the statement it was given in __init__ (unscoped); only a scoped one is kept.
+        if value is not _UNSCOPED:
             self._statement = value
 
     async def _run(self, statement: Executable, params: dict[str, Any]) -> Result[Any]:
