@@ -43,6 +43,7 @@ __all__ = (
     "CounterStore",
     "LocalStore",
     "RedisCounterStore",
+    "StoreUnavailableError",
     "rate_limit_configs",
     "rate_limit_store",
 )
@@ -53,6 +54,9 @@ RATE_LIMIT_STORE = "rate_limit"
 #: Health checks and the docs are never limited.
 EXEMPT = ["^/health", "^/schema", "^/metrics"]
 _FAIL_OPEN_LOG_INTERVAL = 60.0
+#: After Redis fails, how long requests go unlimited without asking it again. A Redis that hangs rather than
+#: refusing would otherwise hold every request for the client's socket timeout.
+STORE_RETRY_SECONDS = 5.0
 
 
 def rate_limit_identity(request: Request[Any, Any, Any]) -> str:
@@ -203,15 +207,31 @@ return {count, ttl}
 """
 
 
-class RedisCounterStore(RedisStore, CounterStore):
-    """Litestar's Redis store plus an atomic hit counter, shared by every instance using the same Redis."""
+class StoreUnavailableError(RedisError):
+    """Redis failed moments ago; not asked again until :data:`STORE_RETRY_SECONDS` have passed."""
 
-    def __init__(self, redis: Redis, namespace: str) -> None:
+
+class RedisCounterStore(RedisStore, CounterStore):
+    """Litestar's Redis store plus an atomic hit counter, shared by every instance using the same Redis.
+
+    When Redis fails, the counter stops asking it for :data:`STORE_RETRY_SECONDS` (a circuit breaker): the
+    limiter fails open at once instead of every request waiting out the socket timeout of a hung server.
+    """
+
+    def __init__(self, redis: Redis, namespace: str, retry_after: float = STORE_RETRY_SECONDS) -> None:
         super().__init__(redis, namespace=namespace, handle_client_shutdown=True)
         self._hit_script = self._redis.register_script(_HIT_SCRIPT)
+        self._retry_after = retry_after
+        self._retry_at = 0.0
 
     async def hit(self, key: str, window: int) -> tuple[int, int]:
-        count, ttl = await self._hit_script(keys=[self._make_key(key)], args=[window])
+        if time.monotonic() < self._retry_at:
+            raise StoreUnavailableError(f"Redis failed less than {self._retry_after:g} s ago")
+        try:
+            count, ttl = await self._hit_script(keys=[self._make_key(key)], args=[window])
+        except (OSError, TimeoutError, RedisError):
+            self._retry_at = time.monotonic() + self._retry_after
+            raise
         return int(count), int(time.time()) + int(ttl)
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -122,3 +127,48 @@ async def test_an_unreachable_redis_does_not_take_the_api_down(
         statuses = [(await client.get(alice.tasks_url(), headers=alice.headers)).status_code for _ in range(4)]
 
     assert statuses == [200] * 4  # fails open: unlimited, but served
+
+
+@dataclass
+class HungRedis:
+    """A server on loopback that accepts connections and never answers: a frozen Redis, or a dropped route."""
+
+    url: str
+    accepted: list[socket.socket] = field(default_factory=list)
+
+
+@contextmanager
+def hung_redis() -> Iterator[HungRedis]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.1)
+        server = HungRedis(url=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+        stop = threading.Event()
+
+        def accept() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    server.accepted.append(listener.accept()[0])
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        try:
+            yield server
+        finally:
+            stop.set()
+            thread.join()
+            for connection in server.accepted:
+                connection.close()
+
+
+async def test_a_hung_redis_is_asked_once_then_left_alone_for_a_while(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account
+) -> None:
+    with hung_redis() as redis_server:
+        async with app_client(jwks_server, rate_limit_per_minute=2, redis_url=redis_server.url) as client:
+            statuses = [(await client.get(alice.tasks_url(), headers=alice.headers)).status_code for _ in range(5)]
+        connections = len(redis_server.accepted)
+
+    assert statuses == [200] * 5  # fails open
+    # The first request waited out the client's socket timeout and opened the breaker; the other four were
+    # served without asking Redis (without the breaker: five connections, each waited on for 2 s).
+    assert connections == 1
