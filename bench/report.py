@@ -178,7 +178,12 @@ def plot(run: dict[str, Any], results: list[Result]) -> list[Path]:
                 axis.bar([p + offset for p in positions], values, width=0.4, label=target)
             axis.set_xticks(list(positions), scenarios, rotation=60, ha="right")
             axis.set_title(f"{count} connection(s)")
-            axis.set_ylabel(label)
+            # The 401 path and the deep pages are two orders of magnitude apart: on a linear axis most bars
+            # would be slivers.
+            axis.set_yscale("log")
+            axis.set_ylabel(f"{label}, log scale")
+            if metric == "p99_ms" and count == connections[-1]:
+                axis.axhline(P99_TARGET_MS, color="black", linestyle="--", linewidth=1, label="target")
             axis.legend()
         figure.suptitle(f"{label}, service vs ceiling ({profile})")
         figure.tight_layout()
