@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 from app.config import load_settings
+from app.tasks.schemas import TaskRead
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -36,16 +37,6 @@ ORDER = {
     "title": "lower(title) ASC, id ASC",
     "-title": "lower(title) DESC, id DESC",
 }
-
-
-class TaskOut(msgspec.Struct):
-    id: uuid.UUID
-    user_id: str
-    title: str
-    description: str | None
-    completed: bool
-    created_at: datetime
-    updated_at: datetime
 
 
 class TaskIn(msgspec.Struct):
@@ -63,8 +54,9 @@ class TaskChanges(msgspec.Struct):
 encoder = msgspec.json.Encoder()
 
 
-def task_out(row: asyncpg.Record) -> TaskOut:
-    return TaskOut(
+def task_out(row: asyncpg.Record) -> TaskRead:
+    # The service's own response type: both targets send byte-for-byte the same body.
+    return TaskRead(
         id=row["id"],
         user_id=row["user_id"],
         title=row["title"],
