@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from app.auth.keys import JWKSCache, parse_jwks
+import app.auth.keys
+from app.auth.keys import MAX_JWKS_BYTES, MAX_KID_LENGTH, JWKSCache, parse_jwks
 from tests.factories import new_user_id
 from tests.issuer import JWKSServer, SigningKey, mint, new_key
 
@@ -235,3 +239,258 @@ async def test_a_remembered_token_stops_working_when_its_key_is_revoked(
             await verifier.verify(token)
     finally:
         await jwks.aclose()
+
+
+# --- an endpoint that answers when the test says so -----------------------------------------------------
+
+
+def streamed(body: bytes, **headers: str) -> httpx.Response:
+    """An answer whose body arrives as a stream, as a real endpoint's does (``content=`` is read up front)."""
+    return httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+
+
+class HeldJWKS:
+    """A JWKS endpoint (an httpx transport) that holds each answer until ``released`` is set.
+
+    The fetch is then in flight for exactly as long as the test wants, with no sleeping on either side.
+    """
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self.keys = keys
+        self.requests: list[httpx.Request] = []
+        self.arrived = asyncio.Event()
+        self.released = asyncio.Event()
+        self.abandoned = asyncio.Event()
+        self.answer: Callable[[], httpx.Response] = lambda: streamed(
+            json.dumps({"keys": [key.public_jwk for key in self.keys]}).encode()
+        )
+        self.transport = httpx.MockTransport(self._handle)
+
+    async def _handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.arrived.set()
+        try:
+            await self.released.wait()
+        except asyncio.CancelledError:
+            self.abandoned.set()
+            raise
+        return self.answer()
+
+
+@asynccontextmanager
+async def cache_over(held: HeldJWKS, **options: Any) -> AsyncIterator[JWKSCache]:
+    settings: dict[str, Any] = {"timeout": 2.0, "min_refresh_interval": 1.0, "max_age": 300.0, **options}
+    async with httpx.AsyncClient(transport=held.transport) as client:
+        jwks = JWKSCache("http://issuer.test/jwks", client=client, **settings)
+        try:
+            yield jwks
+        finally:
+            await jwks.aclose()
+
+
+async def one_turn_of_the_event_loop() -> None:
+    """Let the tasks already scheduled run up to their next wait (a yield, not a timed sleep)."""
+    await asyncio.sleep(0)
+
+
+async def test_requests_waiting_for_a_slow_fetch_all_get_its_keys(issuer_key: SigningKey) -> None:
+    held, clock = HeldJWKS([issuer_key]), FakeClock()
+    async with cache_over(held, clock=clock) as jwks:
+        waiting = [asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA")) for _ in range(10)]
+        await held.arrived.wait()
+        assert not any(request.done() for request in waiting)
+
+        clock.now += 3.0  # the endpoint takes three seconds to answer: three refresh intervals
+        held.released.set()
+        results = await asyncio.gather(*waiting)
+
+    assert all(keys and keys[0].kid == issuer_key.kid for keys in results)
+    assert len(held.requests) == 1
+
+
+async def test_a_request_arriving_during_a_fetch_waits_for_it_instead_of_fetching_again(
+    issuer_key: SigningKey,
+) -> None:
+    held, clock = HeldJWKS([issuer_key]), FakeClock()
+    async with cache_over(held, clock=clock) as jwks:
+        first = asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA"))
+        await held.arrived.wait()
+        clock.now += 5.0  # the fetch has been under way for five refresh intervals
+        late = asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA"))
+        await one_turn_of_the_event_loop()
+        held.released.set()
+
+        assert await first
+        assert await late
+
+    assert len(held.requests) == 1
+
+
+async def test_after_a_slow_fetch_the_next_waits_a_whole_interval(issuer_key: SigningKey) -> None:
+    held, clock = HeldJWKS([issuer_key]), FakeClock()
+    async with cache_over(held, clock=clock) as jwks:
+        first = asyncio.create_task(jwks.candidates("unknown", "EdDSA"))
+        await held.arrived.wait()
+        clock.now += 3.0
+        held.released.set()
+        await first
+
+        clock.now += 0.5
+        assert await jwks.candidates("still-unknown", "EdDSA") == []
+        requests_within_the_interval = len(held.requests)
+        clock.now += 0.5
+        await jwks.candidates("still-unknown", "EdDSA")
+
+    assert requests_within_the_interval == 1
+    assert len(held.requests) == 2
+
+
+async def test_with_a_hung_endpoint_every_waiter_gives_up_with_the_one_fetch(issuer_key: SigningKey) -> None:
+    held = HeldJWKS([issuer_key])
+    held.released.set()
+    # No refresh interval: only the sharing of the fetch in flight can keep the waiters from fetching in turn.
+    async with cache_over(held, timeout=0.2, min_refresh_interval=0.0) as jwks:
+        assert await jwks.candidates(issuer_key.kid, "EdDSA")
+        held.released.clear()  # from now on the endpoint accepts and never answers
+
+        *unknown, known = await asyncio.gather(
+            *(jwks.candidates(f"unknown-{n}", "EdDSA") for n in range(5)), jwks.candidates(None, "EdDSA")
+        )
+
+        assert unknown == [[]] * 5
+        assert [key.kid for key in known] == [issuer_key.kid]  # the cached keys still work
+        assert held.abandoned.is_set()
+        assert (len(held.requests), jwks.failures) == (2, 1)
+
+
+async def test_a_cancelled_request_does_not_cancel_the_fetch_others_wait_for(issuer_key: SigningKey) -> None:
+    held = HeldJWKS([issuer_key])
+    async with cache_over(held) as jwks:
+        leaving = asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA"))
+        staying = asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA"))
+        await held.arrived.wait()
+
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        held.released.set()
+
+        assert await staying
+        assert not held.abandoned.is_set()
+        assert len(held.requests) == 1
+
+
+async def test_closing_the_cache_cancels_the_fetch_in_flight(issuer_key: SigningKey) -> None:
+    held = HeldJWKS([issuer_key])
+    async with cache_over(held) as jwks:
+        waiting = asyncio.create_task(jwks.candidates(issuer_key.kid, "EdDSA"))
+        await held.arrived.wait()
+
+        await jwks.aclose()
+
+        assert held.abandoned.is_set()
+        assert await waiting == []
+
+
+# --- hostile JWKS documents: refused or skipped, never raised into a request ----------------------------
+
+
+def deeply_nested(depth: int) -> bytes:
+    return b'{"keys": [' + b'{"a": ' * depth + b"1" + b"}" * depth + b"]}"
+
+
+NOT_A_KEY_SET = {
+    "keys is an object": b'{"keys": {"kty": "OKP"}}',
+    "keys is null": b'{"keys": null}',
+    "no keys": b"{}",
+    "a bare list": b"[]",
+    "not JSON": b"<html>Bad gateway</html>",
+    "empty": b"",
+    "not UTF-8": b'{"keys": [{"kid": "\xff"}]}',
+    "nested thousands deep": deeply_nested(10_000),
+    "an integer too large": b'{"keys": [{"e": ' + b"9" * 5000 + b"}]}",
+}
+
+
+@pytest.mark.parametrize("payload", NOT_A_KEY_SET.values(), ids=NOT_A_KEY_SET.keys())
+def test_a_document_that_is_not_a_key_set_is_refused_as_invalid(payload: bytes) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the one type the cache expects, whatever the message
+        parse_jwks(payload)
+
+
+@pytest.mark.parametrize("payload", NOT_A_KEY_SET.values(), ids=NOT_A_KEY_SET.keys())
+async def test_a_hostile_answer_fails_the_fetch_and_keeps_the_cached_keys(
+    issuer_key: SigningKey, payload: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    held = HeldJWKS([issuer_key])
+    held.released.set()
+    async with cache_over(held, min_refresh_interval=0.0) as jwks:
+        assert await jwks.candidates(issuer_key.kid, "EdDSA")
+        held.answer = lambda: streamed(payload)
+
+        with caplog.at_level(logging.WARNING, logger="app.auth.keys"):
+            assert await jwks.candidates("unknown", "EdDSA") == []
+
+        assert await jwks.candidates(issuer_key.kid, "EdDSA")
+        assert jwks.failures == 1
+    assert [(record.levelno, record.exc_info) for record in caplog.records] == [(logging.WARNING, None)]
+
+
+async def test_a_compressed_answer_is_refused_before_it_is_inflated(issuer_key: SigningKey) -> None:
+    held = HeldJWKS([issuer_key])
+    held.released.set()
+    # Compressed, a JWKS of blanks far larger than the cap fits in one network chunk.
+    bomb = gzip.compress(b'{"keys": [' + b" " * (64 * MAX_JWKS_BYTES) + b"]}")
+    held.answer = lambda: streamed(bomb, **{"Content-Encoding": "gzip"})
+    async with cache_over(held) as jwks:
+        assert await jwks.candidates(issuer_key.kid, "EdDSA") == []
+        assert jwks.failures == 1
+    assert held.requests[0].headers["Accept-Encoding"] == "identity"
+
+
+def test_members_that_are_not_objects_are_skipped(caplog: pytest.LogCaptureFixture) -> None:
+    good = new_key("EdDSA").public_jwk
+    document = {"keys": [1, "key", None, [good], good, True]}
+
+    with caplog.at_level(logging.WARNING, logger="app.auth.keys"):
+        keys = parse_jwks(json.dumps(document).encode())
+
+    assert [key.kid for key in keys] == [good["kid"]]
+    assert len(caplog.records) == 1  # one line for the document, not one per member
+    assert "5 malformed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kid", [42, ["a"], {"a": 1}, "k" * (MAX_KID_LENGTH + 1)], ids=["int", "list", "object", "huge"]
+)
+def test_a_key_with_an_odd_kid_is_skipped_not_made_kid_less(kid: object) -> None:
+    good = new_key("EdDSA").public_jwk
+    document = {"keys": [{**new_key("EdDSA").public_jwk, "kid": kid}, good]}
+
+    assert [key.kid for key in parse_jwks(json.dumps(document).encode())] == [good["kid"]]
+
+
+@pytest.mark.parametrize("field", ["kty", "crv", "alg", "use"])
+@pytest.mark.parametrize("value", [["Ed25519"], {"crv": "Ed25519"}, 1, None])
+def test_a_field_of_the_wrong_json_type_costs_at_most_its_own_member(field: str, value: object) -> None:
+    good = new_key("ES256").public_jwk
+    odd = {k: v for k, v in new_key("EdDSA").public_jwk.items() if k != "alg"} | {field: value}
+
+    kids = [key.kid for key in parse_jwks(json.dumps({"keys": [odd, good]}).encode())]
+
+    # Skipped, or (an ``alg`` that is not a string) read by what its key type permits, as if it had none.
+    assert kids in ([good["kid"]], [odd["kid"], good["kid"]])
+
+
+def test_whatever_the_jwk_library_raises_only_skips_that_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    good, strange = new_key("EdDSA").public_jwk, new_key("EdDSA").public_jwk
+    real = app.auth.keys.PyJWK
+
+    def library(jwk: dict[str, Any], algorithm: str | None = None) -> Any:
+        if jwk["kid"] == strange["kid"]:
+            raise KeyError("x")  # not among the errors PyJWT documents today
+        return real(jwk, algorithm=algorithm)
+
+    monkeypatch.setattr(app.auth.keys, "PyJWK", library)
+
+    assert [key.kid for key in parse_jwks(json.dumps({"keys": [strange, good]}).encode())] == [good["kid"]]
