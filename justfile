@@ -81,3 +81,7 @@ lock:
 # Benchmark with wrk on loopback against PostgreSQL (see docs/benchmarks.md); arguments go to bench/run.py
 bench *args: install
     {{ python }} -m bench.run {{ args }}
+
+# One user's burst of searches against another user's reads (before/after the issue-10 fixes); figures in docs/benchmarks.md
+bench-fairness *args: install
+    {{ python }} -m bench.fairness {{ args }}

@@ -24,7 +24,7 @@ __all__ = ("AUDIT_LOGGER", "JSONFormatter", "audit", "configure_audit_logging", 
 
 AUDIT_LOGGER = "app.audit"
 REQUEST_ID_HEADER = "x-request-id"
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _logger = logging.getLogger(AUDIT_LOGGER)
 
 
@@ -38,7 +38,7 @@ def request_id(scope: Scope) -> str:
         (value.decode("latin-1") for name, value in scope.get("headers", []) if name == REQUEST_ID_HEADER.encode()),
         "",
     )
-    if not _SAFE_REQUEST_ID.match(incoming):
+    if not _SAFE_REQUEST_ID.fullmatch(incoming):
         # A correlation token, not a secret: Python's PRNG (reseeded in every worker) spares each request the
         # system call behind uuid4.
         incoming = f"{random.getrandbits(128):032x}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,7 +41,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     database_max_overflow: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
     database_pool_timeout: Seconds = 5.0
     database_connect_timeout: Seconds = 10.0
-    database_statement_timeout: Seconds = 10.0
+    # Shorter than the pool wait: a statement that hangs gives its connection back before the requests queued
+    # for one give up, so a few slow statements cannot turn into 503s for everyone else.
+    database_statement_timeout: Seconds = 2.0
     # A pooled connection idle this long is pinged before use: after Neon scales to zero (or PostgreSQL
     # restarts) the pool holds dead connections, and this swaps them for fresh ones instead of failing a request.
     database_ping_after_idle_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
@@ -64,11 +67,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
     rate_limit_anonymous_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 120
     redis_url: str | None = None
+    # Requests of one user served at once by one process (its database pool is shared by all users); more
+    # wait briefly in line, then get 429. One user cannot take the pool from the others.
+    max_concurrent_requests_per_user: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+    # Tasks one user may hold (Google Tasks caps a list at 20 000); a create beyond it is refused with 409.
+    max_tasks_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
 
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     host: str = "127.0.0.1"
-    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list, or "*"): the load balancer's
-    # addresses, so per-address rate limits and audit lines see the real client, not the balancer.
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of addresses or CIDR networks):
+    # the load balancer's, so per-address rate limits and audit lines see the real client, not the balancer.
+    # The client is the rightmost address not in this list; "*" is refused (see _check_forwarded_allow_ips).
     forwarded_allow_ips: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     # Worker processes of `python -m app serve`; None means one per CPU (one on the embedded SQLite).
@@ -92,6 +101,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for origin in self.cors_origins:
             if origin != "*":
                 _check_http_url("cors_origins", origin)
+        _check_forwarded_allow_ips(self.forwarded_allow_ips)
 
     @property
     def migration_settings(self) -> Settings:
@@ -174,6 +184,27 @@ def _check_http_url(name: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ConfigError(f"{name.upper()} must be an http(s) URL, got {value!r}")
+
+
+def _check_forwarded_allow_ips(value: str) -> None:
+    """Every entry an IP address or network; never ``*``.
+
+    With ``*`` uvicorn takes the *leftmost* ``X-Forwarded-For`` entry, which the client writes itself behind any
+    proxy that appends: the address limits and audit lines use would be the attacker's choice. With a list it
+    takes the rightmost address that is not a trusted proxy, the first hop no client controls.
+    """
+    for entry in (item.strip() for item in value.split(",")):
+        if entry == "*":
+            raise ConfigError(
+                "FORWARDED_ALLOW_IPS must list the proxies' addresses or networks (e.g. 10.0.0.0/8), not '*': "
+                "with '*' a client picks its own address by sending X-Forwarded-For"
+            )
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or network (comma-separated list)"
+            ) from None
 
 
 def _check_database_url(value: str, name: str = "DATABASE_URL") -> None:

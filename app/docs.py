@@ -17,8 +17,10 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from litestar import Router
+from litestar import Response, Router
+from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.static_files import create_static_files_router
 
@@ -62,6 +64,18 @@ class ScalarDocs(ScalarRenderPlugin):
             favicon='<link rel="icon" href="data:,">',
         )
         self.local = local
+
+    def receive_router(self, router: Router) -> None:
+        """Answer unknown ``/schema/…`` paths like every other 404 (Litestar's catch-all there returns HTML)."""
+        super().receive_router(router)
+        router.after_request = _html_not_found_as_problem
+
+
+async def _html_not_found_as_problem(response: Response[Any]) -> Response[Any]:
+    # Raised, not built here: the exception handlers in app/errors.py give it the body of the router's own 404.
+    if response.status_code == 404:
+        raise NotFoundException
+    return response
 
 
 def docs_assets_router(assets_dir: Path = ASSETS_DIR) -> Router:

@@ -8,6 +8,8 @@ __all__ = ("ANY", "Precondition", "accepted_versions", "etag_for", "matches", "p
 
 #: A task's ETag is its version number, quoted: strong, opaque to clients, new on every change.
 _TAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+#: How etag_for spells a version: ASCII digits, no leading zero, small enough for a 64-bit column.
+_VERSION = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
 
 
 class _Any:
@@ -56,5 +58,6 @@ def accepted_versions(precondition: Precondition) -> frozenset[int] | None:
     """The versions an If-Match accepts (strong tags only, as RFC 9110 requires); ``None`` for ``*``."""
     if isinstance(precondition, _Any):
         return None
-    # Versions are small counters; anything longer than 18 digits cannot be one of ours.
-    return frozenset(int(value) for weak, value in precondition if not weak and value.isdigit() and len(value) <= 18)
+    # Strong comparison is character by character (RFC 9110 §8.8.3.2): only the exact spelling an ETag of ours
+    # has can match, so "01" and "²" (which str.isdigit() accepts and int() refuses) name no version.
+    return frozenset(int(value) for weak, value in precondition if not weak and _VERSION.fullmatch(value))

@@ -49,15 +49,35 @@ def security_headers_hook(docs_path: str, docs_policy: str) -> BeforeMessageSend
         if b"cache-control" not in names:
             # Responses hold one user's data: no shared or browser cache may keep them.
             headers.append(no_store)
-        if scope.get("method") == "OPTIONS" and b"allow" in names and (allowed := _allowed_methods(scope)):
-            headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
-            headers.append((b"allow", allowed.encode()))
+        if b"allow" in names:
+            headers = _with_full_allow(headers, scope)
         message["headers"] = headers
 
     return add_headers
 
 
-def _allowed_methods(scope: Scope) -> str | None:
+def _with_full_allow(headers: list[tuple[bytes, bytes]], scope: Scope) -> list[tuple[bytes, bytes]]:
+    """``Allow`` (on OPTIONS and 405 responses) naming every method of the path, HEAD wherever GET is.
+
+    HEAD is served wherever GET is (app/http_layers.py), though no handler declares it.
+    """
+    methods = _allowed_methods(scope) if scope.get("method") == "OPTIONS" else None
+    if methods is None:
+        methods = {
+            method.strip().upper()
+            for name, value in headers
+            if name.lower() == b"allow"
+            for method in value.decode("latin-1").split(",")
+            if method.strip()
+        }
+    if "GET" in methods:
+        methods = {*methods, "HEAD"}
+    headers = [(n, v) for n, v in headers if n.lower() != b"allow"]
+    headers.append((b"allow", ", ".join(sorted(methods)).encode()))
+    return headers
+
+
+def _allowed_methods(scope: Scope) -> set[str] | None:
     """Every method of the route, for ``Allow``.
 
     Litestar builds a path's automatic OPTIONS handler from the first handler registered for the path, so
@@ -67,5 +87,5 @@ def _allowed_methods(scope: Scope) -> str | None:
     paths: set[str] = getattr(handler, "paths", set())
     for route in scope["litestar_app"].routes:
         if route.path in paths and hasattr(route, "methods"):
-            return ", ".join(sorted(route.methods))
+            return set(route.methods)
     return None

@@ -8,18 +8,20 @@ from importlib.metadata import PackageNotFoundError, version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
-from litestar.config.cors import CORSConfig
 from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
 from app.audit import JSONFormatter, configure_audit_logging
 from app.auth import BearerAuthMiddleware, TokenVerifier, authorize
+from app.concurrency import UserConcurrencyLimiter, UserConcurrencyMiddleware
 from app.config import Settings, load_settings
+from app.cors import cors_config, refuse_preflights_as_problems
 from app.db import alchemy_config
 from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
 from app.errors import exception_handlers
 from app.headers import docs_csp, security_headers_hook
-from app.health import HealthController
+from app.health import HealthController, ReadinessCache
+from app.http_layers import answer_head_like_get, limit_request_headers
 from app.metrics import instrument_pool, metrics_controller, prometheus_config, release_pool
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
@@ -56,7 +58,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     verifier = TokenVerifier.from_settings(settings)
     docs = ScalarDocs()
     provisioner = UserProvisioner()
+    concurrency = UserConcurrencyLimiter(settings.max_concurrent_requests_per_user)
     database = alchemy_config(settings)
+    cors = cors_config(settings.cors_origins)
     instrument_pool(database.get_engine(), settings.database_pool_size + settings.database_max_overflow)
 
     async def tune_garbage_collection() -> None:
@@ -90,8 +94,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[HealthController, TaskController, docs_assets_router(), metrics_controller(settings)],
         plugins=[SQLAlchemyPlugin(config=database), structlog_plugin(settings, stdlib_logging_config(settings))],
         # Order matters: the metrics see every routed request; authentication identifies the caller, then the
-        # limiter counts the request against that identity (or the client address), then the guard answers
-        # 401 or 403 before any handler runs.
+        # limiter counts the request against that identity (or the client address), then the user's requests
+        # in flight are bounded, then the guard answers 401 or 403 before any handler runs.
         middleware=[
             prometheus_config().middleware,
             DefineMiddleware(
@@ -101,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 exclude_from_auth_key="exclude_from_auth",
             ),
             *(config.middleware for config in rate_limit_configs(settings)),
+            UserConcurrencyMiddleware(concurrency),
         ],
         guards=[authorize],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
@@ -108,13 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             security_headers_hook("/schema/scalar", docs_csp(None if docs.local else _origin(SCALAR_CDN_URL)))
         ],
         exception_handlers=exception_handlers,
-        cors_config=CORSConfig(
-            allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match"],
-            expose_headers=["X-Total-Count", "Location", "ETag"],
-            max_age=600,
-        ),
+        cors_config=cors,
         openapi_config=openapi_config(_app_version(), docs),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         on_startup=[warm_up_keys, tune_garbage_collection],
@@ -124,9 +123,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.provisioner = provisioner
+    app.state.readiness = ReadinessCache()
+    app.state.concurrency = concurrency
     finalize_schema(app)
-    # Wrapping the app's own ASGI handler (not a route middleware) logs the router's 404s and 405s as well.
-    app.asgi_handler = log_requests(app.asgi_handler)
+    # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
+    # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are
+    # refused before authentication or rate limits spend anything on them; a refused CORS preflight is answered
+    # before Litestar's CORS middleware would answer it in text/plain.
+    app.asgi_handler = log_requests(
+        answer_head_like_get(limit_request_headers(refuse_preflights_as_problems(app.asgi_handler, cors)))
+    )
     return app
 
 

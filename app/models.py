@@ -42,6 +42,9 @@ class User(DefaultBase):
     name: Mapped[str | None] = mapped_column(String(NAME_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
+    # How many tasks the user has: kept by database triggers on every insert and delete of a task (migration
+    # 0003), so no code path can let it drift. The quota check on create reads it under this row's lock.
+    task_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
 
 class Task(DefaultBase):
@@ -58,6 +61,17 @@ class Task(DefaultBase):
         # The list's orderings: newest first by default, with id as the tie-breaker that keeps paging stable.
         Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
         Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
+        # The search (`q`, ILIKE '%…%') on PostgreSQL: trigram indexes (pg_trgm). SQLite scans the owner's rows,
+        # at most MAX_TASKS_PER_USER of them.
+        Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
+            dialect="postgresql"
+        ),
+        Index(
+            "ix_tasks_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[UUID] = mapped_column(GUID(length=16), primary_key=True, default=uuid4)

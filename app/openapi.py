@@ -5,13 +5,24 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from litestar import Litestar
+from litestar.exceptions import ImproperlyConfiguredException
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, Operation, SecurityScheme, Tag
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIFormat,
+    OpenAPIHeader,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Schema,
+    SecurityScheme,
+    Tag,
+)
 
 from app.docs import ScalarDocs
 from app.errors import PROBLEM_JSON, ProblemDetails
 
-__all__ = ("BEARER_SCHEME", "finalize_schema", "openapi_config", "problem_responses")
+__all__ = ("BEARER_SCHEME", "HEADER_SCHEMAS", "finalize_schema", "openapi_config", "problem_responses")
 
 BEARER_SCHEME = "BearerToken"
 
@@ -19,12 +30,31 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, expired or otherwise invalid bearer token (see `WWW-Authenticate`).",
     403: "The token is valid but its subject is not the `user_id` in the path.",
     404: "No such task for this user (another user's task is reported the same way).",
+    409: "The user already holds `MAX_TASKS_PER_USER` tasks (10 000 by default); nothing was written.",
     412: "`If-Match` does not match the task's current ETag: it changed since it was read. Nothing was changed.",
     413: "The request body is larger than 64 KiB.",
     415: "The request body is not `application/json`.",
     422: "The request is invalid; `errors` names each offending field.",
     429: "Too many requests from this user (or, without a valid token, this address); see `Retry-After`.",
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
+}
+
+#: What the value of each response header the document names looks like. Litestar's ``ResponseHeader`` takes no
+#: schema, and a header without one is invalid OpenAPI (and typed ``unknown`` in generated clients), so
+#: :func:`finalize_schema` adds them from here; a documented header missing from this table stops the app.
+HEADER_SCHEMAS = {
+    "ETag": Schema(type=OpenAPIType.STRING),
+    "Location": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.URI_REFERENCE),
+    "X-Total-Count": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "Retry-After": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "WWW-Authenticate": Schema(type=OpenAPIType.STRING),
+}
+
+#: The header each of these problem statuses always carries, which its description tells the client to read.
+_PROBLEM_HEADERS = {
+    401: ("WWW-Authenticate", "The bearer challenge (RFC 6750 §3); `error_description` says what is wrong."),
+    429: ("Retry-After", "Seconds to wait before sending another request."),
+    503: ("Retry-After", "Seconds to wait before trying again."),
 }
 
 
@@ -72,7 +102,7 @@ def openapi_config(version: str, docs: ScalarDocs) -> OpenAPIConfig:
 
 
 def finalize_schema(app: Litestar) -> None:
-    """Remove the generic 400 response Litestar adds to every operation with parameters.
+    """Finish what Litestar generates: drop its generic 400, and give every response header a schema.
 
     This service reports every validation failure as 422 with a problem-details body, documented per
     operation; leaving Litestar's 400 (with its own error schema) would describe a response that never comes.
@@ -80,5 +110,24 @@ def finalize_schema(app: Litestar) -> None:
     for path_item in (app.openapi_schema.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
             operation: Operation | None = getattr(path_item, method)
-            if operation is not None and operation.responses:
-                operation.responses.pop("400", None)
+            if operation is None or not operation.responses:
+                continue
+            operation.responses.pop("400", None)
+            for status, response in operation.responses.items():
+                if isinstance(response, OpenAPIResponse):
+                    _complete_headers(response, int(status))
+
+
+def _complete_headers(response: OpenAPIResponse, status: int) -> None:
+    """Add the header a problem status carries (``ResponseSpec`` cannot declare one), and each header's schema."""
+    headers = dict(response.headers or {})
+    if status in _PROBLEM_HEADERS:
+        name, description = _PROBLEM_HEADERS[status]
+        headers[name] = OpenAPIHeader(description=description, required=True)
+    for name, header in headers.items():
+        if isinstance(header, OpenAPIHeader) and header.schema is None:
+            if name not in HEADER_SCHEMAS:
+                raise ImproperlyConfiguredException(f"Response header {name!r} has no schema: add it to HEADER_SCHEMAS")
+            header.schema = HEADER_SCHEMAS[name]
+    if headers:
+        response.headers = headers

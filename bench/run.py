@@ -135,7 +135,13 @@ def server_command(server: str, target: str, port: int, workers: int) -> list[st
 
 
 def start_target(
-    target: str, database_url: str, jwks_url: str, workers: int, server: str, log: Path
+    target: str,
+    database_url: str,
+    jwks_url: str,
+    workers: int,
+    server: str,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
@@ -153,6 +159,11 @@ def start_target(
         # request (so its cost is measured) but never answers 429, which would be measured as errors.
         "RATE_LIMIT_PER_MINUTE": "100000000",
         "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000000",
+        # Likewise the per-user bound on requests in flight: the deep-list cells drive one user over all 64
+        # connections, which production bounds on purpose (one user may not take the pool) but the ceiling
+        # does not; both targets serve that user's 64 connections at once here. It still runs per request.
+        "MAX_CONCURRENT_REQUESTS_PER_USER": "1000",
+        **(extra_env or {}),
     }
     if workers > 1:
         # As `python -m app serve` does: workers keep their metrics in shared files (what /metrics reads).

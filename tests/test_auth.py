@@ -158,13 +158,74 @@ REJECTED: dict[str, tuple[TokenBuilder, str]] = {
         lambda sub, keys: mint(sub, keys["ES256"], kid=keys["ES512"].kid),
         "unknown signing key",
     ),
-    "100 KB token": (
-        lambda sub, keys: mint(sub, keys["EdDSA"], padding="x" * 100_000),
+    # Over the 8 KiB token limit, under the 32 KiB header cap (a larger header is a 431 before any of this).
+    "10 KB token": (
+        lambda sub, keys: mint(sub, keys["EdDSA"], padding="x" * 10_000),
         "token too large",
     ),
     "non-ASCII garbage": (
         lambda sub, keys: "ünïcödé.tökén.ßig",
         "malformed token",
+    ),
+    # Headers PyJWT itself refuses after parsing them: no valid signature is needed to reach that point.
+    "crit naming a registered claim": (
+        lambda sub, keys: hs256_by_hand(claims(sub), HS_SECRET.encode(), {"alg": "HS256", "crit": ["exp"]}),
+        "malformed token",
+    ),
+    "empty crit": (
+        lambda sub, keys: hs256_by_hand(claims(sub), HS_SECRET.encode(), {"alg": "HS256", "crit": []}),
+        "malformed token",
+    ),
+    "crit that is not a list": (
+        lambda sub, keys: hs256_by_hand(claims(sub), HS_SECRET.encode(), {"alg": "HS256", "crit": "exp"}),
+        "malformed token",
+    ),
+    "numeric kid (HS256)": (
+        lambda sub, keys: hs256_by_hand(claims(sub), HS_SECRET.encode(), {"alg": "HS256", "kid": 5}),
+        "malformed token",
+    ),
+    "numeric kid (JWKS)": (
+        lambda sub, keys: hs256_by_hand(claims(sub), b"irrelevant", {"alg": "EdDSA", "kid": 5}),
+        "malformed token",
+    ),
+    "crit under a published kid (JWKS)": (
+        lambda sub, keys: hs256_by_hand(
+            claims(sub), b"irrelevant", {"alg": "EdDSA", "kid": keys["EdDSA"].kid, "crit": ["b64"]}
+        ),
+        "malformed token",
+    ),
+    # Signed, but with NumericDates that are not numbers in range (RFC 7519 §2).
+    "exp beyond any date": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "exp": 10**400}, HS_SECRET.encode()),
+        "invalid claim exp",
+    ),
+    "exp infinite": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "exp": float("inf")}, HS_SECRET.encode()),
+        "malformed token",
+    ),
+    "exp NaN": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "exp": float("nan")}, HS_SECRET.encode()),
+        "malformed token",
+    ),
+    "iat before any date": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "iat": -(10**400)}, HS_SECRET.encode()),
+        "invalid claim iat",
+    ),
+    "nbf before any date": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "nbf": -(10**400)}, HS_SECRET.encode()),
+        "invalid claim nbf",
+    ),
+    "exp as a digit string": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "exp": str(int(time.time()) + 600)}, HS_SECRET.encode()),
+        "invalid claim exp",
+    ),
+    "nbf as a digit string": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "nbf": str(int(time.time()) - 60)}, HS_SECRET.encode()),
+        "invalid claim nbf",
+    ),
+    "exp as a boolean": (
+        lambda sub, keys: hs256_by_hand({**claims(sub), "exp": True}, HS_SECRET.encode()),
+        "token expired",
     ),
 }
 

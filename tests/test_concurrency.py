@@ -44,10 +44,11 @@ async def test_an_update_without_changes_keeps_the_etag(client: httpx.AsyncClien
     assert response.headers["etag"] == created.headers["etag"]
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix", "body"),
-    [("PUT", "", {"title": "overwritten"}), ("PATCH", "/complete", None), ("DELETE", "", None)],
-)
+#: Every conditional write: method, path suffix, body.
+WRITES = [("PUT", "", {"title": "overwritten"}), ("PATCH", "/complete", None), ("DELETE", "", None)]
+
+
+@pytest.mark.parametrize(("method", "suffix", "body"), WRITES)
 async def test_a_stale_if_match_is_412_and_changes_nothing(
     client: httpx.AsyncClient, alice: Account, method: str, suffix: str, body: Any
 ) -> None:
@@ -92,19 +93,34 @@ async def test_the_current_if_match_succeeds(
         ('"not-a-version"', 412),
         ("garbage without quotes", 412),
         ('""', 412),
+        ('"01"', 412),  # strong comparison is by characters: "01" is not "1"
+        ('"1 "', 412),
+        ('"+1"', 412),
+        ('"\u00b2"', 412),  # a Unicode digit (superscript two): str.isdigit() says yes, int() says no
+        ('"\u0661"', 412),  # ARABIC-INDIC DIGIT ONE
+        ('"99999999999999999999999999"', 412),
     ],
 )
-async def test_if_match_forms(client: httpx.AsyncClient, alice: Account, if_match: str, status: int) -> None:
+@pytest.mark.parametrize(("method", "suffix", "body"), WRITES)
+async def test_if_match_forms(
+    client: httpx.AsyncClient, alice: Account, if_match: str, status: int, method: str, suffix: str, body: Any
+) -> None:
     task = await create_task(client, alice)
     current = (await fetch(client, alice, task["id"])).headers["etag"]
+    # UTF-8 on the wire, as a client may send it; the server reads header bytes as Latin-1.
+    headers = {**alice.headers, "If-Match": if_match.format(current=current).encode()}
 
-    response = await client.put(
-        alice.tasks_url(task["id"]),
-        json={"title": "conditional"},
-        headers={**alice.headers, "If-Match": if_match.format(current=current)},
-    )
+    response = await client.request(method, alice.tasks_url(task["id"]) + suffix, json=body, headers=headers)
 
-    assert response.status_code == status, response.text
+    assert response.status_code == (204 if method == "DELETE" and status == 200 else status), response.text
+
+
+async def test_if_none_match_compares_the_exact_spelling(client: httpx.AsyncClient, alice: Account) -> None:
+    task = await create_task(client, alice)
+
+    response = await client.get(alice.tasks_url(task["id"]), headers={**alice.headers, "If-None-Match": '"01"'})
+
+    assert response.status_code == 200
 
 
 async def test_without_if_match_the_last_write_wins(client: httpx.AsyncClient, alice: Account) -> None:

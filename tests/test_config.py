@@ -72,11 +72,23 @@ def test_the_environment_overrides_the_dotenv_file(tmp_path: Path) -> None:
         ({"DATABASE_URL": "mysql://root@localhost/db"}, "DATABASE_URL"),
         ({"CORS_ORIGINS": "not a url"}, "CORS_ORIGINS"),
         ({"DATABASE_POOLER": "sometimes"}, "DATABASE_POOLER"),
+        # With "*" uvicorn believes the leftmost X-Forwarded-For entry, which the client writes itself.
+        ({"FORWARDED_ALLOW_IPS": "*"}, "FORWARDED_ALLOW_IPS"),
+        ({"FORWARDED_ALLOW_IPS": "10.0.0.1, *"}, "FORWARDED_ALLOW_IPS"),
+        ({"FORWARDED_ALLOW_IPS": "load-balancer"}, "FORWARDED_ALLOW_IPS"),
+        ({"MAX_TASKS_PER_USER": "0"}, "MAX_TASKS_PER_USER"),
+        ({"MAX_CONCURRENT_REQUESTS_PER_USER": "0"}, "MAX_CONCURRENT_REQUESTS_PER_USER"),
     ],
 )
 def test_invalid_settings_fail_at_start_naming_the_variable(environ: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         load_settings(environ, env_file=None)
+
+
+def test_forwarded_allow_ips_takes_addresses_and_networks() -> None:
+    settings = load_settings({"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.7,::1, fd00::/8"}, env_file=None)
+
+    assert settings.forwarded_allow_ips == "10.0.0.0/8, 192.0.2.7,::1, fd00::/8"
 
 
 @pytest.mark.parametrize(

@@ -266,3 +266,25 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(
     assert first == [401, 401, 429]
     # Trusted: another client has its own budget. Untrusted: the header is ignored, everyone is 127.0.0.1.
     assert other == (429 if shared_bucket else 401)
+
+
+def test_a_client_cannot_pick_its_address_by_writing_x_forwarded_for(
+    postgres_database_url: str, jwks_server: JWKSServer
+) -> None:
+    # Behind a proxy that appends the peer it saw, the client controls every entry left of it. The service must
+    # take the rightmost address its trusted proxies did not add: here the one the "proxy" (127.0.0.1) appended.
+    upgrade_schema(Settings(database_url=postgres_database_url))
+    env = service_env(postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="20")
+    server = ApiServer(env={**env, "FORWARDED_ALLOW_IPS": "127.0.0.1"}).start()
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            statuses = [
+                client.get(
+                    "/api/someone/tasks", headers={"X-Forwarded-For": f"198.51.100.{n}, 203.0.113.7"}
+                ).status_code
+                for n in range(25)
+            ]
+    finally:
+        server.stop()
+
+    assert statuses == [401] * 20 + [429] * 5

@@ -13,6 +13,9 @@ import httpx
 import pytest
 import redis
 
+from app.health import ReadinessCache
+from app.main import create_app
+from tests.conftest import build_settings, serve
 from tests.factories import Account
 from tests.issuer import JWKSServer
 from tests.prerequisites import require
@@ -20,7 +23,7 @@ from tests.servers import free_port, terminate, wait_until
 
 TASK_OPERATIONS = {
     ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "429", "503"}),
-    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "413", "415", "422", "429", "503"}),
+    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "409", "413", "415", "422", "429", "503"}),
     ("/api/{user_id}/tasks/{task_id}", "get"): ("GetTask", {"200", "304", "401", "403", "404", "422", "429", "503"}),
     ("/api/{user_id}/tasks/{task_id}", "put"): (
         "UpdateTask",
@@ -112,9 +115,11 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 async def test_an_instance_rides_out_a_redis_outage_after_start_up(
-    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, own_redis: RedisServer
+    database_url: str, jwks_server: JWKSServer, alice: Account, own_redis: RedisServer
 ) -> None:
-    async with app_client(jwks_server, redis_url=own_redis.url, rate_limit_per_minute=100) as client:
+    app = create_app(build_settings(database_url, jwks_server, redis_url=own_redis.url, rate_limit_per_minute=100))
+    app.state.readiness = ReadinessCache(ttl=0)  # every probe checks afresh (normally a verdict lasts a second)
+    async with serve(app) as client:
         before = await client.get("/health/ready")
         own_redis.stop()
         during = await client.get("/health/ready")

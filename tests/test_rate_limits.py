@@ -16,8 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.factories import Account
-from tests.issuer import JWKSServer
+from tests.issuer import HS_SECRET, JWKSServer
 from tests.prerequisites import TEST_REDIS_URL, require_redis
+from tests.test_auth import claims, hs256_by_hand
 
 
 @pytest.fixture
@@ -71,6 +72,24 @@ async def test_requests_without_a_valid_token_are_limited_per_address(
 
     assert anonymous == [401, 401, 401, 429]
     assert authenticated.status_code == 200  # a valid token is counted against its user, not the address
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "HS256", "crit": ["exp"]}, {"alg": "HS256", "crit": []}, {"alg": "HS256", "kid": 5}],
+    ids=["crit", "empty crit", "numeric kid"],
+)
+async def test_tokens_the_verifier_chokes_on_are_counted_like_any_other(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, alice: Account, header: dict[str, Any]
+) -> None:
+    token = hs256_by_hand(claims(alice.id), HS_SECRET.encode(), header)
+    async with app_client(jwks_server, rate_limit_anonymous_per_minute=3, rate_limit_per_minute=100) as client:
+        statuses = [
+            (await client.get(alice.tasks_url(), headers={"Authorization": f"Bearer {token}"})).status_code
+            for _ in range(4)
+        ]
+
+    assert statuses == [401, 401, 401, 429]
 
 
 async def test_health_and_docs_are_never_limited(app_client: Callable[..., Any]) -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.factories import Account, TaskCreateFactory, create_task
+from app.models import Task
+from tests.factories import Account, TaskCreateFactory, create_task, new_user_id
 
 TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 
@@ -60,6 +66,31 @@ async def test_location_of_a_created_task_serves_that_task(client: httpx.AsyncCl
 
     assert fetched.status_code == 200
     assert fetched.json() == response.json()
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    ["ユーザー", "zero\u200bwidth", "right\u202eleft", "what?", "hash#tag", "per%cent", "semi;colon", "a+b=c&d"],
+)
+async def test_location_of_any_user_id_is_percent_encoded_and_leads_to_the_task(
+    client: httpx.AsyncClient, make_account: Callable[..., Account], db: AsyncEngine, user_id: str
+) -> None:
+    # A Better Auth `sub` is whatever its generateId returns: anything but whitespace, controls and "/".
+    account = make_account(f"{user_id}-{new_user_id()[:8]}")
+    url = f"/api/{quote(account.id, safe='')}/tasks"
+
+    response = await client.post(url, json={"title": "odd owner"}, headers=account.headers)
+
+    assert response.status_code == 201, response.text
+    location = response.headers["location"]
+    assert location == f"{url}/{response.json()['id']}"
+    assert location.isascii()
+    fetched = await client.get(location, headers=account.headers)
+    assert fetched.status_code == 200
+    assert fetched.json() == response.json()
+    async with db.connect() as connection:  # exactly one row: a client that retried after a 500 made two
+        count = await connection.scalar(select(func.count()).select_from(Task).where(Task.user_id == account.id))
+    assert count == 1
 
 
 async def test_title_length_counts_characters_not_bytes(client: httpx.AsyncClient, alice: Account) -> None:

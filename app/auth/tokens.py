@@ -122,7 +122,8 @@ class TokenVerifier:
             raise InvalidTokenError("token too large")
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.PyJWTError:
+            # Not only DecodeError: PyJWT validates the header too (``crit``, a non-string ``kid``…).
             raise InvalidTokenError("malformed token") from None
         algorithm = header.get("alg")
         kid = header.get("kid")
@@ -131,6 +132,7 @@ class TokenVerifier:
 
         keys = await self._keys_for(algorithm, kid)
         claims, key = self._decode(token, algorithm, keys)
+        _check_numeric_dates(claims)
         principal = _principal_from(claims)
         self._remember(token, principal, claims, key)
         return principal
@@ -141,7 +143,8 @@ class TokenVerifier:
             # Oldest first: dicts keep insertion order.
             for stale in list(islice(self._verified, MAX_REMEMBERED_TOKENS // 10)):
                 del self._verified[stale]
-        lower = max((float(claims[c]) for c in ("nbf", "iat") if isinstance(claims.get(c), int | float)), default=0.0)
+        # _check_numeric_dates has bounded these, so float() cannot overflow.
+        lower = max((float(claims[c]) for c in ("nbf", "iat") if c in claims), default=0.0)
         self._verified[token] = _Verified(
             principal=principal,
             valid_from=lower - self.leeway,
@@ -193,9 +196,34 @@ class TokenVerifier:
                 raise InvalidTokenError(f"missing claim {exc.claim}") from None
             except jwt.InvalidKeyError:
                 failure = InvalidTokenError("key does not match algorithm")
-            except jwt.InvalidTokenError:
+            except jwt.PyJWTError:
+                raise InvalidTokenError("malformed token") from None
+            except (ValueError, TypeError, OverflowError):
+                # Claims PyJWT converts before comparing (``exp: 1e400`` is infinity to ``int()``): a token
+                # nobody could have meant, not a server error.
                 raise InvalidTokenError("malformed token") from None
         raise failure or InvalidTokenError("invalid signature")
+
+
+#: NumericDate claims (RFC 7519 §2) and the range accepted: up to the end of year 9999, as datetime allows.
+_NUMERIC_DATES = ("exp", "nbf", "iat")
+_LATEST_NUMERIC_DATE = 253_402_300_799
+
+
+def _check_numeric_dates(claims: dict[str, Any]) -> None:
+    """Refuse NumericDate claims that are not JSON numbers in range.
+
+    PyJWT converts with ``int()``, so it accepts ``"exp": "1900000000"`` (a string) and ``true``; and a value
+    such as ``10**400`` passes its comparison but cannot be held as a float.
+    """
+    for name in _NUMERIC_DATES:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidTokenError(f"invalid claim {name}")
+        if not -_LATEST_NUMERIC_DATE <= value <= _LATEST_NUMERIC_DATE:  # also refuses NaN
+            raise InvalidTokenError(f"invalid claim {name}")
 
 
 def _clean(value: object, limit: int) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any, cast
+from urllib.parse import quote
 from uuid import UUID
 
 from litestar import Controller, Request, Response, delete, get, patch, post, put
@@ -13,6 +14,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
+from app.config import Settings
 from app.etags import etag_for, matches, parse_entity_tags
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.repository import TaskRow
@@ -33,7 +35,10 @@ __all__ = ("TaskController",)
 #: Far beyond any real list, and well inside the 64-bit OFFSET both databases take.
 MAX_OFFSET = 2_147_483_647
 ETAG_HEADER = ResponseHeader(
-    name="ETag", description="The task's version; send it back in `If-Match` to update safely.", documentation_only=True
+    name="ETag",
+    description="The task's version; send it back in `If-Match` to update safely.",
+    required=True,
+    documentation_only=True,
 )
 IfMatch = Annotated[
     str | None,
@@ -61,7 +66,8 @@ async def provide_tasks(
     # dependencies concurrently in a task group, which costs more than everything else this function does.
     provisioner: UserProvisioner = request.app.state.provisioner
     await provisioner.ensure(db_session, request.user)
-    return TaskService(db_session, owner=request.user, provisioner=provisioner)
+    settings: Settings = request.app.state.settings
+    return TaskService(db_session, owner=request.user, provisioner=provisioner, max_tasks=settings.max_tasks_per_user)
 
 
 class TaskController(Controller):
@@ -80,6 +86,7 @@ class TaskController(Controller):
             ResponseHeader(
                 name="X-Total-Count",
                 description="Tasks matching the filters, before limit/offset.",
+                required=True,
                 documentation_only=True,
             )
         ],
@@ -114,10 +121,10 @@ class TaskController(Controller):
         dto=StrictJSON[TaskCreate],
         return_dto=None,
         response_headers=[
-            ResponseHeader(name="Location", description="URL of the new task.", documentation_only=True),
+            ResponseHeader(name="Location", description="URL of the new task.", required=True, documentation_only=True),
             ETAG_HEADER,
         ],
-        responses=problem_responses(401, 403, 413, 415, 422, 429, 503),
+        responses=problem_responses(401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def create_task(
         self,
@@ -127,7 +134,9 @@ class TaskController(Controller):
     ) -> Response[TaskRead]:
         """Create a task owned by the caller. `id`, `user_id` and timestamps in the body are ignored."""
         task = await tasks.create(data)
-        location = f"{request.url.path.rstrip('/')}/{task.id}"
+        # Built from the owner's id, percent-encoded as a path segment (RFC 3986 §3.3), never from the decoded
+        # request path: a user id may hold any character, and nothing after the commit may fail.
+        location = f"{request.scope.get('root_path', '')}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
         return _task_response(task, status_code=201, headers={"Location": location})
 
     @get(

@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from app.models import Task
+from app.models import Task, User
 
 __all__ = ("TOGGLE", "TaskRepository", "TaskRow", "escape_like")
 
@@ -49,6 +49,7 @@ TaskRow = Row[Any]
 """A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version``."""
 
 _TABLE = cast("Table", Task.__table__)
+_USERS = cast("Table", User.__table__)
 _C = _TABLE.c
 _OWNER: Final = bindparam("owner", type_=_C.user_id.type)
 _ID: Final = bindparam("task_id", type_=_C.id.type)
@@ -110,9 +111,30 @@ def _page(completed: bool, search: bool, sort: str) -> tuple[Select[Any], Select
     return count, page
 
 
+#: The columns a create names, in the order of the values selected for them below.
+_INSERTED = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at", "version")
+
+
 @cache
 def _insert() -> ReturningInsert[Any]:
-    return insert(_TABLE).returning(*_C)
+    """Insert a task only while its owner is under the quota: ``INSERT … SELECT … FROM users … FOR UPDATE``.
+
+    The owner's row is locked, and its ``task_count`` (kept by triggers) re-read after any wait for that lock,
+    so concurrent creates of one user cannot overshoot the quota; other users' creates never wait. No row
+    inserted means the owner is at the quota, or has no user row.
+    """
+    values = [bindparam(f"new_{name}", type_=_C[name].type) for name in _INSERTED if name != "user_id"]
+    source = (
+        select(values[0], _USERS.c.id, *values[1:])
+        .where(_USERS.c.id == _OWNER, _USERS.c.task_count < bindparam("max_tasks"))
+        .with_for_update()
+    )
+    return insert(_TABLE).from_select(list(_INSERTED), source).returning(*_C)
+
+
+@cache
+def _task_count() -> Select[Any]:
+    return select(_USERS.c.task_count).where(_USERS.c.id == _OWNER)
 
 
 @cache
@@ -186,9 +208,16 @@ class TaskRepository(SQLAlchemyAsyncRepository[Task]):
             return [], total
         return (await self._run(page, params)).all(), total
 
-    async def insert(self, values: dict[str, Any]) -> TaskRow:
-        """Insert one of the owner's tasks (``values`` names every column) and return it."""
-        return (await self._run(_insert(), {**values, "user_id": self.owner_id})).one()
+    async def insert(self, values: dict[str, Any], max_tasks: int) -> TaskRow | None:
+        """Insert one of the owner's tasks (``values`` names every column but ``user_id``) and return it;
+        ``None`` when nothing was inserted (see :meth:`task_count` for why)."""
+        params = {f"new_{name}": value for name, value in values.items()}
+        return (await self._run(_insert(), {**params, "owner": self.owner_id, "max_tasks": max_tasks})).first()
+
+    async def task_count(self) -> int | None:
+        """How many tasks the owner holds; ``None`` when the owner has no user row."""
+        count = (await self._run(_task_count(), {"owner": self.owner_id})).scalar_one_or_none()
+        return None if count is None else int(count)
 
     async def change(self, task_id: UUID, values: dict[str, Any], versions: frozenset[int] | None) -> TaskRow | None:
         """Set ``values`` (``completed=TOGGLE`` flips it) and bump the version, only at ``versions`` if given."""

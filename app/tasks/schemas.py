@@ -107,16 +107,23 @@ class TaskRead(msgspec.Struct, kw_only=True):
 def _refuse_duplicate_keys(body: bytes) -> None:
     """Refuse ``{"title": "a", "title": "b"}``: parsers disagree on which one wins, so neither may.
 
-    msgspec keeps the last silently; the standard library's parser reports every object's pairs.
+    msgspec keeps the last silently; the standard library's parser reports every object's pairs. The check is
+    linear in the body (a set per object), and numbers and constants are not converted: only keys matter here,
+    and ``int()`` of a 60 000-digit number is both slow and refused by Python's digit limit.
     """
 
     def check(pairs: list[tuple[str, Any]]) -> None:
-        keys = [key for key, _ in pairs]
-        if len(keys) != len(set(keys)):
-            duplicate = next(key for key in keys if keys.count(key) > 1)
-            raise msgspec.DecodeError(f"duplicate key {duplicate!r}")
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise msgspec.DecodeError(f"duplicate key {key[:80]!r}")
+            seen.add(key)
 
-    json.loads(body, object_pairs_hook=check)
+    json.loads(body, object_pairs_hook=check, parse_int=_ignore, parse_float=_ignore, parse_constant=_ignore)
+
+
+def _ignore(_: str) -> None:
+    return None
 
 
 def _is_json(content_type: str) -> bool:

@@ -10,18 +10,17 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 from uuid import UUID, uuid4
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.tokens import Principal
-from app.errors import NotFoundError, PreconditionFailedError
+from app.errors import DomainError, NotFoundError, PreconditionFailedError
 from app.etags import Precondition, accepted_versions, matches
 from app.models import utcnow
 from app.tasks.repository import TOGGLE, TaskRepository, TaskRow
 from app.tasks.schemas import TaskCreate, TaskSort, TaskUpdate
 from app.users.service import UserProvisioner
 
-__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskService")
+__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskQuotaExceededError", "TaskService")
 
 
 class TaskNotFoundError(NotFoundError):
@@ -36,13 +35,28 @@ class TaskChangedError(PreconditionFailedError):
     detail = "The task has changed since it was read (If-Match does not match its ETag); fetch it and retry."
 
 
+class TaskQuotaExceededError(DomainError):
+    """The owner already holds as many tasks as one user may."""
+
+    status_code = 409
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"You have reached the limit of {limit} tasks per user (MAX_TASKS_PER_USER); "
+            "delete tasks before creating more."
+        )
+
+
 class TaskService:
     """The tasks of one owner."""
 
-    def __init__(self, session: AsyncSession, owner: Principal, provisioner: UserProvisioner) -> None:
+    def __init__(
+        self, session: AsyncSession, owner: Principal, provisioner: UserProvisioner, *, max_tasks: int
+    ) -> None:
         self.session = session
         self.owner = owner
         self.provisioner = provisioner
+        self.max_tasks = max_tasks
         self.repository = TaskRepository(session=session, owner_id=owner.id)
 
     async def list(
@@ -65,30 +79,30 @@ class TaskService:
         return task
 
     async def create(self, data: TaskCreate) -> TaskRow:
-        """Store a new task for the owner; ids and timestamps are always assigned here."""
-        try:
-            return await self._insert(data)
-        except IntegrityError:
-            await self.session.rollback()
-        # The owner's row was provisioned earlier but has since been deleted (by an operator, say):
-        # provision it again and retry once, rather than failing a valid request.
-        self.provisioner.forget(self.owner.id)
-        await self.provisioner.ensure(self.session, self.owner)
-        return await self._insert(data)
+        """Store a new task for the owner, within the quota; ids and timestamps are always assigned here."""
+        task = await self._insert(data)
+        if task is None and await self.repository.task_count() is None:
+            # The owner's row was provisioned earlier but has since been deleted (by an operator, say):
+            # provision it again and retry once, rather than failing a valid request.
+            self.provisioner.forget(self.owner.id)
+            await self.provisioner.ensure(self.session, self.owner)
+            task = await self._insert(data)
+        if task is None:
+            raise TaskQuotaExceededError(self.max_tasks)
+        return task
 
-    async def _insert(self, data: TaskCreate) -> TaskRow:
+    async def _insert(self, data: TaskCreate) -> TaskRow | None:
         now = utcnow()
-        task = await self.repository.insert(
-            {
-                "id": uuid4(),
-                "title": data.title,
-                "description": data.description,
-                "completed": data.completed,
-                "created_at": now,
-                "updated_at": now,
-                "version": 1,
-            }
-        )
+        values = {
+            "id": uuid4(),
+            "title": data.title,
+            "description": data.description,
+            "completed": data.completed,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+        }
+        task = await self.repository.insert(values, self.max_tasks)
         await self.session.commit()
         return task
 

@@ -31,6 +31,17 @@ def _compare_type(
     return None
 
 
+def _include_object(obj: object, _name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
+    # An index declared for one dialect only (``Index(...).ddl_if(dialect="postgresql")``: the trigram indexes)
+    # does not exist elsewhere, and is not drift there. Alembic's comparison does not read ``ddl_if`` itself.
+    if type_ == "index":
+        ddl_if = getattr(obj, "_ddl_if", None)
+        dialect = getattr(ddl_if, "dialect", None)
+        if dialect is not None and dialect != context.get_context().dialect.name:
+            return False
+    return True
+
+
 def _configure(**kwargs: object) -> None:
     context.configure(
         target_metadata=metadata_registry.get(config.bind_key),
@@ -39,6 +50,7 @@ def _configure(**kwargs: object) -> None:
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=True,
         user_module_prefix="sa.",
+        include_object=_include_object,
         **kwargs,  # type: ignore[arg-type]
     )
 

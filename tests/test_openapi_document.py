@@ -1,0 +1,116 @@
+"""The served OpenAPI document is valid OpenAPI 3.1, and every response header in it has a typed schema.
+
+Frontends generate their clients from ``/schema/openapi.json`` (tests/interop/test_typescript_client.py does
+so with openapi-typescript): an invalid document breaks the generator, and a header without a schema is typed
+``unknown``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar, get
+from litestar.datastructures import ResponseHeader
+from litestar.exceptions import ImproperlyConfiguredException
+from litestar.openapi import OpenAPIConfig
+from litestar.testing import TestClient
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from app.main import create_app
+from app.openapi import finalize_schema
+from tests.conftest import build_settings
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+
+
+@pytest.fixture(scope="module")
+def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The document the app serves; it does not depend on the database, so an SQLite file will do."""
+    database = Path(tmp_path_factory.mktemp("openapi")) / "todo.sqlite3"
+    with TestClient(app=create_app(build_settings(f"sqlite+aiosqlite:///{database}"))) as client:
+        response = client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    return dict(response.json())
+
+
+def response_headers(document: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Every documented response header, keyed by (operationId, status, header name)."""
+    return {
+        (operation["operationId"], status, name): header
+        for path_item in document["paths"].values()
+        for method, operation in path_item.items()
+        if method in HTTP_METHODS
+        for status, response in operation["responses"].items()
+        for name, header in response.get("headers", {}).items()
+    }
+
+
+def test_served_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in OpenAPIV31SpecValidator(document).iter_errors()
+    ]
+
+    assert document["openapi"].startswith("3.1.")
+    assert errors == []
+
+
+def test_every_response_header_has_a_typed_schema(document: dict[str, Any]) -> None:
+    headers = response_headers(document)
+    untyped = [key for key, header in headers.items() if "type" not in header.get("schema", {})]
+
+    assert headers
+    assert untyped == []
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "status", "name", "schema"),
+    [
+        ("ListTasks", "200", "X-Total-Count", {"type": "integer", "minimum": 0}),
+        ("CreateTask", "201", "Location", {"type": "string", "format": "uri-reference"}),
+        ("CreateTask", "201", "ETag", {"type": "string"}),
+        ("GetTask", "200", "ETag", {"type": "string"}),
+        ("UpdateTask", "200", "ETag", {"type": "string"}),
+        ("ToggleTaskCompletion", "200", "ETag", {"type": "string"}),
+    ],
+)
+def test_success_headers_are_typed_and_always_sent(
+    document: dict[str, Any], operation_id: str, status: str, name: str, schema: dict[str, Any]
+) -> None:
+    header = response_headers(document)[operation_id, status, name]
+
+    assert header["schema"] == schema
+    assert header["required"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "name"), [("401", "WWW-Authenticate"), ("429", "Retry-After"), ("503", "Retry-After")]
+)
+def test_problem_responses_document_the_header_that_says_what_to_do(
+    document: dict[str, Any], status: str, name: str
+) -> None:
+    documented = {key: header for key, header in response_headers(document).items() if key[1:] == (status, name)}
+    operations_with_status = {
+        operation["operationId"]
+        for path_item in document["paths"].values()
+        for method, operation in path_item.items()
+        if method in HTTP_METHODS and status in operation["responses"]
+    }
+
+    assert operations_with_status
+    assert {operation_id for operation_id, _, _ in documented} == operations_with_status
+    expected_type = "integer" if name == "Retry-After" else "string"
+    assert {header["schema"]["type"] for header in documented.values()} == {expected_type}
+
+
+def test_a_documented_header_without_a_known_schema_stops_the_app() -> None:
+    @get("/", response_headers=[ResponseHeader(name="X-Undocumented", documentation_only=True)], sync_to_thread=False)
+    def handler() -> None:
+        return None
+
+    app = Litestar([handler], openapi_config=OpenAPIConfig(title="Test", version="0"))
+
+    with pytest.raises(ImproperlyConfiguredException, match="X-Undocumented"):
+        finalize_schema(app)
