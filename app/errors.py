@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import asyncpg
 import msgspec
@@ -61,15 +61,22 @@ class ProblemDetails(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class DomainError(Exception):
-    """An expected failure raised by a service and mapped to an HTTP status here."""
+    """An expected failure raised by a service and mapped to an HTTP status here.
+
+    ``audit_event`` names the audit event a failure of this kind records (``None``: not audited), and
+    ``context`` carries what the domain knows about it (a task id, say): the error says what happened, so
+    nothing downstream has to work it out from the request.
+    """
 
     status_code: int = 400
     detail: str = "The request cannot be processed."
+    audit_event: ClassVar[str | None] = None
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, **context: str) -> None:
         super().__init__(detail or self.detail)
         if detail is not None:
             self.detail = detail
+        self.context = context
 
 
 class NotFoundError(DomainError):

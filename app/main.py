@@ -12,7 +12,7 @@ from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
 from app.audit import JSONFormatter, configure_audit_logging
-from app.auth import BearerAuthMiddleware, TokenVerifier, authorize
+from app.auth import BearerAuthMiddleware, TokenVerifier, require_token
 from app.concurrency import UserConcurrencyLimiter, UserConcurrencyMiddleware
 from app.config import Settings, load_settings
 from app.cors import cors_config, refuse_preflights_as_problems
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *(config.middleware for config in rate_limit_configs(settings)),
             UserConcurrencyMiddleware(concurrency),
         ],
-        guards=[authorize],
+        guards=[require_token],
         stores={RATE_LIMIT_STORE: rate_limit_store(settings)},
         before_send=[
             security_headers_hook("/schema/scalar", docs_csp(None if docs.local else _origin(SCALAR_CDN_URL)))

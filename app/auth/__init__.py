@@ -1,6 +1,6 @@
-"""Authentication: verifying bearer tokens (keys, JWKS cache, claims) and tying paths to principals."""
+"""Authentication: verifying bearer tokens (keys, JWKS cache, claims) into principals, and requiring one."""
 
-from app.auth.guards import authorize
+from app.auth.guards import require_token
 from app.auth.middleware import AuthFailure, BearerAuthMiddleware
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 
@@ -10,5 +10,5 @@ __all__ = (
     "InvalidTokenError",
     "Principal",
     "TokenVerifier",
-    "authorize",
+    "require_token",
 )

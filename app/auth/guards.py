@@ -1,9 +1,10 @@
-"""The guard on every route: a request must be authenticated (401), and the ``{user_id}`` of its path must be
-its subject (403).
+"""The guard on every route: a request must be authenticated (401).
 
 One guard, registered on the app, so every route is protected unless the authentication middleware skips it
-(health, docs), and any route with a ``{user_id}`` is its owner's alone. (One, not two: Litestar copies the
-route handler for every guard it calls. ``async``: it runs synchronous guards in a worker thread.)
+(health, docs). Which user's data a request may reach is decided where that data is scoped: an owner-scoped
+route builds on :func:`app.users.owner.provide_owner`, which refuses another user's path (403). (Litestar copies
+the route handler for every guard it calls, so there is only this one. ``async``: it runs synchronous guards in
+a worker thread.)
 """
 
 from __future__ import annotations
@@ -11,26 +12,21 @@ from __future__ import annotations
 from typing import Any, cast
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
 from app.auth.middleware import AuthFailure
 
-__all__ = ("authorize",)
+__all__ = ("require_token",)
 
 
-async def authorize(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """401 without a valid token; 403 when the path's ``user_id`` is not the token's subject."""
+async def require_token(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """401, with the ``WWW-Authenticate`` challenge, unless the request carries a valid bearer token."""
     # Typed as always holding "user", but the middleware only sets it on the routes it does not skip
     # (and not for OPTIONS, which answers with what is allowed and touches no data).
     scope = cast("dict[str, Any]", connection.scope)
-    if "user" not in scope:
+    if "user" not in scope or scope["user"] is not None:
         return
-    user = scope["user"]
-    if user is None:
-        failure = scope.get("auth")
-        failure = failure if isinstance(failure, AuthFailure) else AuthFailure(reason=None)
-        raise NotAuthorizedException(failure.detail, headers={"WWW-Authenticate": failure.challenge})
-    path_user = connection.path_params.get("user_id")
-    if path_user is not None and path_user != user.id:
-        raise PermissionDeniedException("This token does not grant access to another user's tasks.")
+    failure = scope.get("auth")
+    failure = failure if isinstance(failure, AuthFailure) else AuthFailure(reason=None)
+    raise NotAuthorizedException(failure.detail, headers={"WWW-Authenticate": failure.challenge})

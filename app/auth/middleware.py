@@ -2,7 +2,7 @@
 
 It identifies and never rejects: a request without a valid token carries ``user = None`` and the reason,
 so the rate limiter (which runs next) can count it against its client address, and the
-:func:`~app.auth.guards.authorize` guard answers it 401 before any handler runs.
+:func:`~app.auth.guards.require_token` guard answers it 401 before any handler runs.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ from litestar import Controller, Request, Response, delete, get, patch, post, pu
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
 from app.config import Settings
-from app.etags import etag_for, matches, parse_entity_tags
+from app.etags import etag_for, if_match_versions, if_none_match_holds
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.repository import TaskRow
 from app.tasks.schemas import (
@@ -28,7 +28,7 @@ from app.tasks.schemas import (
     TaskUpdate,
 )
 from app.tasks.service import TaskService
-from app.users.service import UserProvisioner
+from app.users.owner import Owner, provide_owner
 
 __all__ = ("TaskController",)
 
@@ -50,33 +50,25 @@ IfMatch = Annotated[
 IfNoneMatch = Annotated[
     str | None, HeaderParameter(name="If-None-Match", description="Answer 304 if the task still has this ETag.")
 ]
-UserIdPath = Annotated[str, PathParameter(description="The authenticated user's id: must equal the token's `sub`.")]
 
 
 async def provide_tasks(
-    request: Request[Principal, Any, Any],
-    db_session: NamedDependency[AsyncSession],
-    user_id: UserIdPath,  # noqa: ARG001 - declared so the path parameter is documented and parsed once
+    request: Request[Principal, Any, Any], owner: NamedDependency[Owner], db_session: NamedDependency[AsyncSession]
 ) -> TaskService:
-    """The caller's task service, scoped to the token's subject (which the guard matched to the path).
-
-    Provisions the caller's user row on first contact.
-    """
-    # The provisioner comes from app state, not as a second injected dependency: Litestar resolves sibling
-    # dependencies concurrently in a task group, which costs more than everything else this function does.
-    provisioner: UserProvisioner = request.app.state.provisioner
-    await provisioner.ensure(db_session, request.user)
+    """The owner's task service (the owner dependency has checked the path and provisioned the row)."""
     settings: Settings = request.app.state.settings
-    return TaskService(db_session, owner=request.user, provisioner=provisioner, max_tasks=settings.max_tasks_per_user)
+    return TaskService(
+        db_session, owner.id, max_tasks=settings.max_tasks_per_user, provision_owner_again=owner.provision_again
+    )
 
 
 class TaskController(Controller):
-    """``/api/{user_id}/tasks``: the app's guard makes the path's user the token's subject (else 403)."""
+    """``/api/{user_id}/tasks``: every handler works through ``tasks``, built on the path's owner (else 403)."""
 
     path = "/api/{user_id:str}/tasks"
     tags = ["Tasks"]
     security = [{BEARER_SCHEME: []}]
-    dependencies = {"tasks": Provide(provide_tasks)}
+    dependencies = {"owner": Provide(provide_owner), "tasks": Provide(provide_tasks)}
 
     @get(
         "/",
@@ -154,8 +146,7 @@ class TaskController(Controller):
     ) -> Response[TaskRead]:
         """One of the caller's tasks; `If-None-Match` with its current ETag gives 304 without a body."""
         task = await tasks.get(task_id)
-        precondition = parse_entity_tags(if_none_match)
-        if precondition is not None and matches(precondition, task.version, weak=True):
+        if if_none_match_holds(if_none_match, task.version):
             # A 304 has no body; the annotation describes the 200 for the OpenAPI document.
             return cast("Response[TaskRead]", Response(None, status_code=304, headers={"ETag": etag_for(task.version)}))
         return _task_response(task)
@@ -177,7 +168,7 @@ class TaskController(Controller):
         if_match: IfMatch = None,
     ) -> Response[TaskRead]:
         """Change only the fields present in the body; `description: null` clears the description."""
-        return _task_response(await tasks.update(task_id, data, parse_entity_tags(if_match)))
+        return _task_response(await tasks.update(task_id, data, if_match_versions(if_match)))
 
     @delete(
         "/{task_id:str}",
@@ -189,7 +180,7 @@ class TaskController(Controller):
         self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
     ) -> None:
         """Delete one of the caller's tasks; 204 with an empty body."""
-        await tasks.delete(task_id, parse_entity_tags(if_match))
+        await tasks.delete(task_id, if_match_versions(if_match))
 
     @patch(
         "/{task_id:str}/complete",
@@ -202,7 +193,7 @@ class TaskController(Controller):
         self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
     ) -> Response[TaskRead]:
         """Flip `completed` and return the task."""
-        return _task_response(await tasks.toggle(task_id, parse_entity_tags(if_match)))
+        return _task_response(await tasks.toggle(task_id, if_match_versions(if_match)))
 
 
 def _task_response(task: TaskRow, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:

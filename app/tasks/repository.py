@@ -1,10 +1,11 @@
 """Task rows, scoped to one owner by construction.
 
-:class:`TaskRepository` is Advanced Alchemy's repository for :class:`~app.models.Task`, built for one owner:
-its base statement filters on ``user_id``, and so does every statement of its own below.
+:class:`TaskRepository` holds one owner's :class:`~app.models.Task` rows: every statement below filters on
+``user_id`` inside the statement itself, so no caller can forget it. It is a plain class over the session, not
+an Advanced Alchemy repository: nothing here would use that class's generic methods, and keeping them
+owner-scoped too took overriding its base statement.
 
-Those statements are the request paths, and they differ from the generic repository methods on purpose
-(measured in docs/benchmarks.md):
+Its statements differ from the generic repository methods on purpose (measured in docs/benchmarks.md):
 
 - they are built once per shape, with bind parameters, so a request pays neither for building SQLAlchemy
   expressions nor for generating their cache keys;
@@ -17,11 +18,11 @@ Those statements are the request paths, and they differ from the generic reposit
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any, Final, cast
 from uuid import UUID
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     Row,
     Select,
     Table,
+    Update,
     bindparam,
     delete,
     func,
@@ -43,7 +45,7 @@ from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
 from app.models import Task, User
 
-__all__ = ("TOGGLE", "TaskRepository", "TaskRow", "escape_like")
+__all__ = ("TaskRepository", "TaskRow", "escape_like")
 
 TaskRow = Row[Any]
 """A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version``."""
@@ -54,10 +56,6 @@ _C = _TABLE.c
 _OWNER: Final = bindparam("owner", type_=_C.user_id.type)
 _ID: Final = bindparam("task_id", type_=_C.id.type)
 _VERSIONS: Final = bindparam("versions", expanding=True, type_=_C.version.type)
-#: What Advanced Alchemy's ``__init__`` would build per repository (``select(Task)``); handed in ready-made.
-_UNSCOPED: Final = select(Task)
-TOGGLE: Final = object()
-"""A value for ``completed`` that flips it in the database."""
 
 _ORDERINGS: dict[str, tuple[ColumnElement[Any], ...]] = {
     "created_at": (_C.created_at.asc(), _C.id.asc()),
@@ -137,51 +135,41 @@ def _task_count() -> Select[Any]:
     return select(_USERS.c.task_count).where(_USERS.c.id == _OWNER)
 
 
+def _versioned(conditional: bool, *criteria: ColumnElement[bool]) -> tuple[ColumnElement[bool], ...]:
+    """The owner's task ``:task_id``, at one of ``:versions`` when the write is conditional."""
+    return _owned(_C.id == _ID, *criteria, *([_C.version.in_(_VERSIONS)] if conditional else []))
+
+
 @cache
-def _change(fields: frozenset[str], toggle: bool, conditional: bool) -> ReturningUpdate[Any]:
+def _update(fields: frozenset[str], conditional: bool) -> ReturningUpdate[Any]:
     values: dict[str, Any] = {name: bindparam(f"new_{name}", type_=_C[name].type) for name in fields}
-    if toggle:
-        values["completed"] = ~_C.completed
-    criteria = _owned(_C.id == _ID, *([_C.version.in_(_VERSIONS)] if conditional else []))
-    return (
-        update(_TABLE)
-        .where(*criteria)
-        .values(**values, updated_at=bindparam("updated_at", type_=_C.updated_at.type), version=_C.version + 1)
-        .returning(*_C)
-    )
+    return _bumped(update(_TABLE).where(*_versioned(conditional)).values(**values))
+
+
+@cache
+def _toggle(conditional: bool) -> ReturningUpdate[Any]:
+    # Flipped in the database, so concurrent toggles never act on a value read earlier.
+    return _bumped(update(_TABLE).where(*_versioned(conditional)).values(completed=~_C.completed))
+
+
+def _bumped(statement: Update) -> ReturningUpdate[Any]:
+    """Every change stamps ``updated_at`` and moves the version (the ETag) on."""
+    stamp = bindparam("updated_at", type_=_C.updated_at.type)
+    return statement.values(updated_at=stamp, version=_C.version + 1).returning(*_C)
 
 
 @cache
 def _remove(conditional: bool) -> ReturningDelete[Any]:
-    criteria = _owned(_C.id == _ID, *([_C.version.in_(_VERSIONS)] if conditional else []))
-    return delete(_TABLE).where(*criteria).returning(_C.id)
+    return delete(_TABLE).where(*_versioned(conditional)).returning(_C.id)
 
 
-class TaskRepository(SQLAlchemyAsyncRepository[Task]):
-    """Advanced Alchemy repository for one owner's :class:`Task` rows."""
+class TaskRepository:
+    """One owner's task rows. Writes take ``versions``: the write applies only to a task at one of them
+    (``None``: at any version), in the same statement, so of concurrent writers holding one ETag exactly one wins."""
 
-    model_type = Task
-
-    def __init__(self, *, session: AsyncSession, owner_id: str, **kwargs: Any) -> None:
+    def __init__(self, session: AsyncSession, owner_id: str) -> None:
+        self.session = session
         self.owner_id = owner_id
-        self._statement: Select[tuple[Task]] | None = None
-        super().__init__(session=session, statement=_UNSCOPED, **kwargs)
-
-    @property
-    def statement(self) -> Select[tuple[Task]]:
-        """The owner-scoped base statement of the inherited repository methods.
-
-        Built on first use: the request paths below never need it, and building it costs a fifth of a GET.
-        """
-        if self._statement is None:
-            self._statement = select(Task).where(Task.user_id == self.owner_id)
-        return self._statement
-
-    @statement.setter
-    def statement(self, value: Select[tuple[Task]]) -> None:
-        # Advanced Alchemy assigns the statement it was given in __init__ (unscoped); only a scoped one is kept.
-        if value is not _UNSCOPED:
-            self._statement = value
 
     async def _run(self, statement: Executable, params: dict[str, Any]) -> Result[Any]:
         # Straight to the session's connection: these statements are Core, so the ORM's execution layer
@@ -219,20 +207,25 @@ class TaskRepository(SQLAlchemyAsyncRepository[Task]):
         count = (await self._run(_task_count(), {"owner": self.owner_id})).scalar_one_or_none()
         return None if count is None else int(count)
 
-    async def change(self, task_id: UUID, values: dict[str, Any], versions: frozenset[int] | None) -> TaskRow | None:
-        """Set ``values`` (``completed=TOGGLE`` flips it) and bump the version, only at ``versions`` if given."""
-        toggle = values.get("completed") is TOGGLE
-        fields = frozenset(name for name in values if name != "updated_at" and not (toggle and name == "completed"))
-        statement = _change(fields, toggle, versions is not None)
-        params: dict[str, Any] = {f"new_{name}": values[name] for name in fields}
-        params.update(owner=self.owner_id, task_id=task_id, updated_at=values["updated_at"])
-        if versions is not None:
-            params["versions"] = sorted(versions)
-        return (await self._run(statement, params)).first()
+    async def update(
+        self, task_id: UUID, fields: dict[str, Any], updated_at: datetime, versions: frozenset[int] | None
+    ) -> TaskRow | None:
+        """Set ``fields`` (column name to value) on the task; the task as written, or ``None`` if none was."""
+        params: dict[str, Any] = {f"new_{name}": value for name, value in fields.items()}
+        params.update(self._target(task_id, versions), updated_at=updated_at)
+        return (await self._run(_update(frozenset(fields), versions is not None), params)).first()
+
+    async def toggle(self, task_id: UUID, updated_at: datetime, versions: frozenset[int] | None) -> TaskRow | None:
+        """Flip ``completed``; the task as written, or ``None`` if none was."""
+        params = {**self._target(task_id, versions), "updated_at": updated_at}
+        return (await self._run(_toggle(versions is not None), params)).first()
 
     async def remove(self, task_id: UUID, versions: frozenset[int] | None) -> bool:
-        """Delete the owner's task with this id (only at ``versions`` if given); whether a row went."""
+        """Delete the task; whether a row went."""
+        return (await self._run(_remove(versions is not None), self._target(task_id, versions))).first() is not None
+
+    def _target(self, task_id: UUID, versions: frozenset[int] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"owner": self.owner_id, "task_id": task_id}
         if versions is not None:
             params["versions"] = sorted(versions)
-        return (await self._run(_remove(versions is not None), params)).first() is not None
+        return params

@@ -1,26 +1,28 @@
-"""Task use cases for one owner: list, read, create, change, toggle and delete.
+"""Task use cases for one owner: list, read, create, update, toggle and delete.
 
 A :class:`TaskService` is built for the authenticated user around a :class:`TaskRepository` scoped to that
-user, so no handler can forget the owner filter: a task of another user is simply not found.
+user, so no handler can forget the owner filter: a task of another user is simply not found. It speaks in
+task versions (the HTTP layer turns ``If-Match`` into them) and knows nothing of users beyond their id: when the
+owner's row has vanished it asks, through the callback it was given, for the row to be provisioned again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.tokens import Principal
 from app.errors import DomainError, NotFoundError, PreconditionFailedError
-from app.etags import Precondition, accepted_versions, matches
 from app.models import utcnow
-from app.tasks.repository import TOGGLE, TaskRepository, TaskRow
+from app.tasks.repository import TaskRepository, TaskRow
 from app.tasks.schemas import TaskCreate, TaskSort, TaskUpdate
-from app.users.service import UserProvisioner
 
-__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskQuotaExceededError", "TaskService")
+__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskQuotaExceededError", "TaskService", "Versions")
+
+Versions = frozenset[int] | None
+"""The versions a write may apply to (from ``If-Match``); ``None``: any."""
 
 
 class TaskNotFoundError(NotFoundError):
@@ -33,6 +35,10 @@ class TaskChangedError(PreconditionFailedError):
     """If-Match named a version the task no longer has: someone changed it since the client read it."""
 
     detail = "The task has changed since it was read (If-Match does not match its ETag); fetch it and retry."
+    audit_event = "task.conflict"
+
+    def __init__(self, task_id: UUID) -> None:
+        super().__init__(task_id=str(task_id))
 
 
 class TaskQuotaExceededError(DomainError):
@@ -51,13 +57,17 @@ class TaskService:
     """The tasks of one owner."""
 
     def __init__(
-        self, session: AsyncSession, owner: Principal, provisioner: UserProvisioner, *, max_tasks: int
+        self,
+        session: AsyncSession,
+        owner_id: str,
+        *,
+        max_tasks: int,
+        provision_owner_again: Callable[[], Awaitable[None]],
     ) -> None:
         self.session = session
-        self.owner = owner
-        self.provisioner = provisioner
         self.max_tasks = max_tasks
-        self.repository = TaskRepository(session=session, owner_id=owner.id)
+        self.provision_owner_again = provision_owner_again
+        self.repository = TaskRepository(session, owner_id)
 
     async def list(
         self,
@@ -84,8 +94,7 @@ class TaskService:
         if task is None and await self.repository.task_count() is None:
             # The owner's row was provisioned earlier but has since been deleted (by an operator, say):
             # provision it again and retry once, rather than failing a valid request.
-            self.provisioner.forget(self.owner.id)
-            await self.provisioner.ensure(self.session, self.owner)
+            await self.provision_owner_again()
             task = await self._insert(data)
         if task is None:
             raise TaskQuotaExceededError(self.max_tasks)
@@ -106,30 +115,29 @@ class TaskService:
         await self.session.commit()
         return task
 
-    async def update(self, task_id: UUID, data: TaskUpdate, if_match: Precondition | None = None) -> TaskRow:
-        """Change the fields the client sent, in one atomic statement (only at the If-Match version, if given)."""
-        changes = data.changes()
-        if not changes:
+    async def update(self, task_id: UUID, data: TaskUpdate, versions: Versions = None) -> TaskRow:
+        """Change the fields the client sent, in one atomic statement (only at ``versions``, if given)."""
+        fields = data.changes()
+        if not fields:
             task = await self.get(task_id)
-            if if_match is not None and not matches(if_match, task.version, weak=False):
-                raise TaskChangedError
+            if versions is not None and task.version not in versions:
+                raise TaskChangedError(task_id)
             return task
-        return await self._change(task_id, changes, if_match)
+        return await self._written(task_id, await self.repository.update(task_id, fields, utcnow(), versions))
 
-    async def toggle(self, task_id: UUID, if_match: Precondition | None = None) -> TaskRow:
+    async def toggle(self, task_id: UUID, versions: Versions = None) -> TaskRow:
         """Flip ``completed``. The flip happens in the database, so concurrent toggles never read a stale value."""
-        return await self._change(task_id, {"completed": TOGGLE}, if_match)
+        return await self._written(task_id, await self.repository.toggle(task_id, utcnow(), versions))
 
-    async def delete(self, task_id: UUID, if_match: Precondition | None = None) -> None:
-        """Remove the owner's task with this id (only at the If-Match version, if given)."""
-        if not await self.repository.remove(task_id, _versions(if_match)):
+    async def delete(self, task_id: UUID, versions: Versions = None) -> None:
+        """Remove the owner's task with this id (only at ``versions``, if given)."""
+        if not await self.repository.remove(task_id, versions):
             await self._missing_or_changed(task_id)
         await self.session.commit()
 
-    async def _change(self, task_id: UUID, values: dict[str, Any], if_match: Precondition | None) -> TaskRow:
+    async def _written(self, task_id: UUID, task: TaskRow | None) -> TaskRow:
         # The version check is part of the same statement as the write, so of N concurrent writers holding
         # the same ETag exactly one succeeds; the others find no row at that version.
-        task = await self.repository.change(task_id, {**values, "updated_at": utcnow()}, _versions(if_match))
         if task is None:
             await self._missing_or_changed(task_id)
         await self.session.commit()
@@ -138,10 +146,5 @@ class TaskService:
     async def _missing_or_changed(self, task_id: UUID) -> NoReturn:
         """Nothing was written: say whether the task is absent (404) or at another version (412)."""
         if await self.repository.find(task_id) is not None:
-            raise TaskChangedError
+            raise TaskChangedError(task_id)
         raise TaskNotFoundError
-
-
-def _versions(if_match: Precondition | None) -> frozenset[int] | None:
-    """The versions a write may apply to; ``None`` when any will do (no If-Match, or ``*``)."""
-    return None if if_match is None else accepted_versions(if_match)

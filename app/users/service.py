@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from sqlalchemy import or_
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -21,10 +20,11 @@ __all__ = ("UserProvisioner", "UserRepository")
 logger = logging.getLogger(__name__)
 
 
-class UserRepository(SQLAlchemyAsyncRepository[User]):
-    """Advanced Alchemy repository for :class:`User` rows."""
+class UserRepository:
+    """User rows, over the session (one statement of its own: no generic repository methods to inherit)."""
 
-    model_type = User
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
     async def upsert_claims(self, user_id: str, email: str | None, name: str | None) -> None:
         """Insert the user or refresh email and name, atomically; safe when requests race for a new user.
@@ -69,7 +69,7 @@ class UserProvisioner:
         expires = self._seen.get(claims)
         if expires is not None and expires > now:
             return
-        repository = UserRepository(session=session)
+        repository = UserRepository(session)
         try:
             await repository.upsert_claims(principal.id, principal.email, principal.name)
             await session.commit()
