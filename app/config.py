@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
+import ssl
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from uuid import uuid4
 
 import msgspec
 from dotenv import dotenv_values
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
-__all__ = ("ConfigError", "Settings", "load_settings")
+__all__ = ("ConfigError", "DatabaseTarget", "Settings", "load_settings", "parse_database_url")
+
+logger = logging.getLogger(__name__)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
@@ -28,7 +37,7 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the environment variable."""
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, dict=True):
     """Every setting of the service. Field ``foo_bar`` is read from the variable ``FOO_BAR``."""
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -87,9 +96,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_token: Annotated[str, msgspec.Meta(min_length=16)] | None = None
 
     def __post_init__(self) -> None:
-        _check_database_url(self.database_url)
+        # Parsed here, once: a bad URL, sslmode or sslrootcert stops the service at start, naming its variable.
+        _ = self.database
         if self.database_url_unpooled is not None:
-            _check_database_url(self.database_url_unpooled, "DATABASE_URL_UNPOOLED")
+            parse_database_url(self.database_url_unpooled, name="DATABASE_URL_UNPOOLED")
         for name in ("better_auth_url", "jwt_jwks_url"):
             value = getattr(self, name)
             if value is not None:
@@ -102,6 +112,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             if origin != "*":
                 _check_http_url("cors_origins", origin)
         _check_forwarded_allow_ips(self.forwarded_allow_ips)
+
+    @cached_property
+    def database(self) -> DatabaseTarget:
+        """``DATABASE_URL`` as SQLAlchemy and the driver take it (``DATABASE_POOLER`` applied)."""
+        return parse_database_url(self.database_url, self.database_pooler)
 
     @property
     def migration_settings(self) -> Settings:
@@ -207,10 +222,103 @@ def _check_forwarded_allow_ips(value: str) -> None:
             ) from None
 
 
-def _check_database_url(value: str, name: str = "DATABASE_URL") -> None:
-    scheme = urlsplit(value).scheme
-    allowed = {"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"}
-    if scheme not in allowed:
+# --- the database URL ----------------------------------------------------------------------------------
+
+_SCHEMES = frozenset({"sqlite", "sqlite+aiosqlite", "postgres", "postgresql", "postgresql+asyncpg"})
+# libpq's sslmode values map one to one onto asyncpg's ``ssl`` argument.
+_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+
+
+@dataclass(frozen=True)
+class DatabaseTarget:
+    """A ``DATABASE_URL`` translated into what SQLAlchemy and the driver accept."""
+
+    url: str
+    dialect: str
+    connect_args: dict[str, Any] = field(default_factory=dict)
+    pooler: bool = False
+
+
+def parse_database_url(raw: str, pooler: bool | None = None, name: str = "DATABASE_URL") -> DatabaseTarget:
+    """Normalise a PostgreSQL or SQLite URL, translating libpq-only query keywords for asyncpg.
+
+    Neon hands out URLs like ``postgresql://u:p@ep-x-pooler.region.aws.neon.tech/db?sslmode=require&channel_binding=require``;
+    asyncpg rejects these keywords, so ``sslmode`` (with ``sslrootcert``) becomes asyncpg's ``ssl`` and
+    ``channel_binding`` is dropped.
+    """
+    url = _url(raw, name)
+    if url.drivername.startswith("sqlite"):
+        return DatabaseTarget(url=url.set(drivername="sqlite+aiosqlite").render_as_string(False), dialect="sqlite")
+
+    kept: dict[str, str | tuple[str, ...]] = {}
+    connect_args: dict[str, Any] = {}
+    root_cert: str | None = None
+    for key, value in url.query.items():
+        last = value[-1] if isinstance(value, tuple) else value
+        if key == "sslmode":
+            if last not in _SSLMODES:
+                raise ConfigError(f"{name}: unknown sslmode {last!r}")
+            connect_args["ssl"] = last
+        elif key == "sslrootcert":
+            root_cert = last
+        elif key == "channel_binding":
+            # asyncpg's SCRAM implementation never binds to the TLS channel; verify the server's certificate
+            # (sslmode=verify-full) for the protection channel binding would add.
+            logger.info("%s: channel_binding is not supported by asyncpg and is ignored", name)
+        elif key in {"ssl", "prepared_statement_cache_size"}:
+            kept[key] = value
+        elif key in {"application_name", "options"}:
+            # Startup parameters, sent as libpq does (``options`` carries Neon's endpoint id for clients without SNI).
+            connect_args.setdefault("server_settings", {})[key] = last
+        else:
+            logger.warning("%s: dropping query parameter %r, which asyncpg does not support", name, key)
+    if root_cert is not None:
+        connect_args["ssl"] = _verifying_context(connect_args.get("ssl"), root_cert, name)
+    is_pooler = ("-pooler" in (url.host or "")) if pooler is None else pooler
+    if is_pooler:
+        # PgBouncer in transaction mode hands each transaction a different server connection, so
+        # prepared statements must not be cached or reused by name across transactions.
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = _unique_statement_name
+    url = url.set(drivername="postgresql+asyncpg", query=kept)
+    return DatabaseTarget(
+        url=url.render_as_string(hide_password=False),
+        dialect="postgresql",
+        connect_args=connect_args,
+        pooler=is_pooler,
+    )
+
+
+def _url(raw: str, name: str) -> URL:
+    scheme = raw.partition("://")[0] if "://" in raw else ""
+    if scheme not in _SCHEMES:
         raise ConfigError(
-            f"{name} must start with one of {', '.join(sorted(allowed))}:// (got {scheme or 'no'} scheme)"
+            f"{name} must start with one of {', '.join(sorted(_SCHEMES))}:// (got {scheme or 'no'} scheme)"
         )
+    try:
+        return make_url(raw)
+    except (ArgumentError, ValueError) as exc:
+        raise ConfigError(f"{name} is not a database URL: {exc}") from None
+
+
+def _verifying_context(sslmode: str | None, root_cert: str, name: str) -> ssl.SSLContext:
+    """libpq's ``sslrootcert``: the CA file the server's certificate must chain to (``system``: the OS store).
+
+    asyncpg only reads it from libpq's environment variables, so the URL's value becomes an SSL context.
+    """
+    if root_cert == "system":
+        sslmode = "verify-full"  # as libpq 16: trusting every public CA is only safe with the host name checked
+    if sslmode not in {"require", "verify-ca", "verify-full"}:
+        raise ConfigError(f"{name}: sslrootcert needs sslmode=verify-full (or verify-ca)")
+    try:
+        context = ssl.create_default_context(cafile=None if root_cert == "system" else root_cert)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{name}: cannot read sslrootcert {root_cert!r}: {exc}") from None
+    # libpq checks the chain but not the host name for require (with a root certificate) and verify-ca.
+    context.check_hostname = sslmode == "verify-full"
+    return context
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid4().hex}__"

@@ -6,10 +6,8 @@ import asyncio
 import logging
 import ssl
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -23,16 +21,14 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
-from app.config import ConfigError, Settings
+from app.config import Settings
 
 __all__ = (
     "MIGRATION_LOCK_KEY",
     "MIGRATION_LOCK_TIMEOUT",
-    "DatabaseTarget",
     "DatabaseUnreachableError",
     "alchemy_config",
     "create_engine",
-    "parse_database_url",
     "upgrade_schema",
     "wait_for_database",
 )
@@ -48,96 +44,10 @@ MIGRATION_LOCK_KEY = 0x70D0_0A91_0001
 #: How long one migration statement waits for a table lock before the migration gives up (and is retried).
 MIGRATION_LOCK_TIMEOUT = "5s"
 
-# libpq's sslmode values map one to one onto asyncpg's ``ssl`` argument.
-_SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
-
-
-@dataclass(frozen=True)
-class DatabaseTarget:
-    """A ``DATABASE_URL`` translated into what SQLAlchemy and the driver accept."""
-
-    url: str
-    dialect: str
-    connect_args: dict[str, Any] = field(default_factory=dict)
-    pooler: bool = False
-
-
-def parse_database_url(raw: str, pooler: bool | None = None) -> DatabaseTarget:
-    """Normalise a PostgreSQL or SQLite URL, translating libpq-only query keywords for asyncpg.
-
-    Neon hands out URLs like ``postgresql://u:p@ep-x-pooler.region.aws.neon.tech/db?sslmode=require&channel_binding=require``;
-    asyncpg rejects these keywords, so ``sslmode`` (with ``sslrootcert``) becomes asyncpg's ``ssl`` and
-    ``channel_binding`` is dropped.
-    """
-    url = make_url(raw)
-    if url.drivername.startswith("sqlite"):
-        return DatabaseTarget(url=url.set(drivername="sqlite+aiosqlite").render_as_string(False), dialect="sqlite")
-
-    kept: dict[str, str | tuple[str, ...]] = {}
-    connect_args: dict[str, Any] = {}
-    root_cert: str | None = None
-    for key, value in url.query.items():
-        last = value[-1] if isinstance(value, tuple) else value
-        if key == "sslmode":
-            if last not in _SSLMODES:
-                raise ConfigError(f"DATABASE_URL: unknown sslmode {last!r}")
-            connect_args["ssl"] = last
-        elif key == "sslrootcert":
-            root_cert = last
-        elif key == "channel_binding":
-            # asyncpg's SCRAM implementation never binds to the TLS channel; verify the server's certificate
-            # (sslmode=verify-full) for the protection channel binding would add.
-            logger.info("DATABASE_URL: channel_binding is not supported by asyncpg and is ignored")
-        elif key in {"ssl", "prepared_statement_cache_size"}:
-            kept[key] = value
-        elif key in {"application_name", "options"}:
-            # Startup parameters, sent as libpq does (``options`` carries Neon's endpoint id for clients without SNI).
-            connect_args.setdefault("server_settings", {})[key] = last
-        else:
-            logger.warning("DATABASE_URL: dropping query parameter %r, which asyncpg does not support", key)
-    if root_cert is not None:
-        connect_args["ssl"] = _verifying_context(connect_args.get("ssl"), root_cert)
-    is_pooler = ("-pooler" in (url.host or "")) if pooler is None else pooler
-    if is_pooler:
-        # PgBouncer in transaction mode hands each transaction a different server connection, so
-        # prepared statements must not be cached or reused by name across transactions.
-        connect_args["statement_cache_size"] = 0
-        connect_args["prepared_statement_cache_size"] = 0
-        connect_args["prepared_statement_name_func"] = _unique_statement_name
-    url = url.set(drivername="postgresql+asyncpg", query=kept)
-    return DatabaseTarget(
-        url=url.render_as_string(hide_password=False),
-        dialect="postgresql",
-        connect_args=connect_args,
-        pooler=is_pooler,
-    )
-
-
-def _verifying_context(sslmode: str | None, root_cert: str) -> ssl.SSLContext:
-    """libpq's ``sslrootcert``: the CA file the server's certificate must chain to (``system``: the OS store).
-
-    asyncpg only reads it from libpq's environment variables, so the URL's value becomes an SSL context.
-    """
-    if root_cert == "system":
-        sslmode = "verify-full"  # as libpq 16: trusting every public CA is only safe with the host name checked
-    if sslmode not in {"require", "verify-ca", "verify-full"}:
-        raise ConfigError("DATABASE_URL: sslrootcert needs sslmode=verify-full (or verify-ca)")
-    try:
-        context = ssl.create_default_context(cafile=None if root_cert == "system" else root_cert)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"DATABASE_URL: cannot read sslrootcert {root_cert!r}: {exc}") from None
-    # libpq checks the chain but not the host name for require (with a root certificate) and verify-ca.
-    context.check_hostname = sslmode == "verify-full"
-    return context
-
-
-def _unique_statement_name() -> str:
-    return f"__asyncpg_{uuid4().hex}__"
-
 
 def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     """Build the engine for ``settings``; ``pooled=False`` gives a one-shot engine for migrations."""
-    target = parse_database_url(settings.database_url, settings.database_pooler)
+    target = settings.database
     kwargs: dict[str, Any] = {"echo": settings.database_echo}
     connect_args = dict(target.connect_args)
     if target.dialect == "postgresql":

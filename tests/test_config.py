@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from app.__main__ import _default_workers
-from app.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings
-from app.db import parse_database_url
+from app.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings, parse_database_url
 from tests.tls import CertificateAuthority
 
 NEON_URL = (
@@ -127,7 +126,7 @@ def test_postgres_url_spellings_all_use_asyncpg(scheme: str) -> None:
 
 
 def test_a_neon_url_pasted_as_is_is_translated_for_asyncpg(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="app.db"):
+    with caplog.at_level(logging.INFO, logger="app.config"):
         target = parse_database_url(NEON_URL)
 
     assert target.url.startswith("postgresql+asyncpg://alex:AbC123dEf@ep-cool-darkness-123456-pooler.")

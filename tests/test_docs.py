@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
-from app.db import parse_database_url
+from app.config import Settings, parse_database_url
 from app.docs import ASSETS_PATH, SCALAR_BUNDLE, SCALAR_CDN_URL, SCALAR_VERSION, ScalarDocs
 
 ROOT = Path(__file__).resolve().parent.parent
