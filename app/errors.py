@@ -1,10 +1,16 @@
-"""The one place where exceptions become RFC 9457 problem-details responses."""
+"""The one place where exceptions become RFC 9457 problem-details responses.
+
+Only the mapping lives here: every handler is a pure function from an exception to its response. What a failure
+leaves behind (audit events, failure counters, error logs) is recorded by the ``after_exception`` observer in
+app/observability/failures.py, which asks :func:`status_for` how an exception is answered. Domain errors say
+themselves what they mean (:class:`DomainError`), and the words for field constraints come from the schemas
+that own them (:func:`exception_handlers`), so this module knows no domain.
+"""
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal, get_args
 
@@ -16,9 +22,6 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.audit import audit
-from app.metrics import AUTH_FAILURES, RATE_LIMITED
-
 __all__ = (
     "PROBLEM_JSON",
     "DomainError",
@@ -28,11 +31,11 @@ __all__ = (
     "ProblemDetails",
     "ServiceUnavailableError",
     "exception_handlers",
-    "explain_pattern",
+    "is_database_unavailable",
     "problem_response",
+    "public_detail",
+    "status_for",
 )
-
-logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 #: Seconds a client should wait before retrying when the database is unavailable.
@@ -100,22 +103,6 @@ class ServiceUnavailableError(DomainError):
     detail = "The service is temporarily unavailable; retry shortly."
 
 
-_PATTERN_MEANINGS: dict[str, str] = {}
-
-
-def explain_pattern(pattern: str, meaning: str) -> str:
-    """Register how a regex constraint reads to a person; msgspec's own message only quotes the regex."""
-    _PATTERN_MEANINGS[f"matching regex {pattern!r}"] = meaning
-    return pattern
-
-
-def _readable(message: str) -> str:
-    for quoted, meaning in _PATTERN_MEANINGS.items():
-        if quoted in message:
-            return meaning
-    return message
-
-
 def problem_response(
     status: int,
     detail: str,
@@ -144,7 +131,7 @@ _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
-def _field_from_msgspec(message: str) -> FieldError:
+def _field_from_msgspec(message: str, readable: Callable[[str], str]) -> FieldError:
     """Split msgspec's ``Expected `str` of length <= 200 - at `$.title``` into field and message."""
     match = _MSGSPEC_PATH.match(message)
     if match is None:  # pragma: no cover - the pattern matches every string
@@ -155,96 +142,69 @@ def _field_from_msgspec(message: str) -> FieldError:
         # msgspec reports a missing field at its parent object; name the field itself.
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
         text = "Field required."
-    return FieldError(field=path or "body", message=_readable(text))
-
-
-def _on_msgspec_validation(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[ProblemDetails]:
-    return _validation_response([_field_from_msgspec(str(exc))])
+    return FieldError(field=path or "body", message=readable(text))
 
 
 def _on_msgspec_decode(_: Request[Any, Any, Any], exc: msgspec.DecodeError) -> Response[ProblemDetails]:
     return _validation_response([FieldError(field="body", message=f"Malformed JSON: {exc}")])
 
 
-def _on_litestar_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ProblemDetails]:
-    errors: list[FieldError] = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        key = str(item.get("key", "body"))
-        source = item.get("source", "body")
-        message = _readable(str(item.get("message", "Invalid value")))
-        if key == "data":
-            key, message = "body", "A JSON request body is required."
-        errors.append(FieldError(field=key, message=message, source=source if source in _SOURCES else "body"))
-    if not errors:
-        errors.append(FieldError(field="body", message=exc.detail))
-    return _validation_response(errors)
-
-
-def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
+def public_detail(exc: HTTPException) -> str:
+    """What the client is told about a framework exception: its own words, unless it is a 5xx or has none."""
     status = exc.status_code
     if status >= 500:
-        # A framework 5xx carries internal wording (a misconfiguration, say); log it, do not show it.
-        logger.error("HTTP %s on %s %s: %s", status, request.method, request.url.path, exc.detail)
-        detail = _default_detail(status)
-    else:
-        detail = exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
+        # A framework 5xx carries internal wording (a misconfiguration, say): logged by the observer, never shown.
+        return _default_detail(status)
+    return exc.detail if exc.detail and exc.detail != HTTPStatus(status).phrase else _default_detail(status)
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ProblemDetails]:
     headers = dict(exc.headers or {})
-    if status == 429 and "Retry-After" not in headers and "RateLimit-Reset" in headers:
+    if exc.status_code == 429 and "Retry-After" not in headers and "RateLimit-Reset" in headers:
         # Litestar's limiter sends the draft RateLimit-* headers; Retry-After is what clients act on.
         headers["Retry-After"] = headers["RateLimit-Reset"]
-    _record(request, status, detail)
-    return problem_response(status, detail, headers=headers)
+    return problem_response(exc.status_code, public_detail(exc), headers=headers)
 
 
-def _on_domain_error(request: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
+def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
-    _record(request, exc.status_code, exc.detail)
     return problem_response(exc.status_code, exc.detail, headers=headers)
 
 
-def _on_database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
-    # The type only: a database error message can quote SQL parameters, which are user data.
-    _record(request, 503, f"database unavailable: {type(exc).__name__}")
+#: Failures that mean the database cannot answer right now (503, retry shortly), not that a query is wrong.
+_DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    PoolTimeoutError,
+    TimeoutError,
+    ConnectionError,
+    # Raised by asyncpg while connecting, where SQLAlchemy does not wrap them: the server is starting up,
+    # shutting down or out of connection slots, or the link dropped.
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+def is_database_unavailable(exc: Exception) -> bool:
+    """Whether ``exc`` means the database cannot answer right now (503) rather than a bug (500)."""
+    if isinstance(exc, DBAPIError):
+        # Lost connections and timeouts are transient; anything else is a bug and must be seen as one.
+        return exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError))
+    return isinstance(exc, _DATABASE_UNAVAILABLE)
+
+
+def _on_database_unavailable(_: Request[Any, Any, Any], _exc: Exception) -> Response[ProblemDetails]:
     return problem_response(503, ServiceUnavailableError.detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _on_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[ProblemDetails]:
-    # Lost connections and timeouts are transient; anything else is a bug and must be seen as one.
-    if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+    if is_database_unavailable(exc):
         return _on_database_unavailable(request, exc)
     return _on_unexpected(request, exc)
 
 
-def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ProblemDetails]:
-    logger.error("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    _record(request, 500, f"unhandled {type(exc).__name__}")
+def _on_unexpected(_: Request[Any, Any, Any], _exc: Exception) -> Response[ProblemDetails]:
     return problem_response(500, "An unexpected error occurred.")
-
-
-_EVENTS = {401: "auth.failed", 403: "auth.forbidden", 412: "task.conflict", 429: "rate.limited"}
-
-
-def _record(request: Request[Any, Any, Any], status: int, detail: str) -> None:
-    """Write the audit event for a refused or failed request (never the token itself)."""
-    event = _EVENTS.get(status) or ("server.error" if status >= 500 else None)
-    if event is None:
-        return
-    scope = request.scope
-    subject = getattr(scope.get("user"), "id", None)
-    path_params = scope.get("path_params") or {}
-    fields: dict[str, Any] = {"status": status, "subject": subject}
-    if status == 401:
-        fields["reason"] = getattr(scope.get("auth"), "reason", None) or "no bearer token"
-        AUTH_FAILURES.labels(fields["reason"]).inc()
-    elif status == 403:
-        fields["path_user"] = path_params.get("user_id")
-    elif status == 412:
-        fields["task_id"] = str(path_params.get("task_id"))
-    else:
-        fields["detail"] = detail
-        if status == 429:
-            RATE_LIMITED.labels("user" if subject else "address").inc()
-    audit(event, scope, **fields)
 
 
 def _default_detail(status: int) -> str:
@@ -254,22 +214,53 @@ def _default_detail(status: int) -> str:
         return "Error"
 
 
-exception_handlers: ExceptionHandlersMap = {
-    msgspec.ValidationError: _on_msgspec_validation,
-    msgspec.DecodeError: _on_msgspec_decode,
-    ValidationException: _on_litestar_validation,
-    HTTPException: _on_http_exception,
-    DomainError: _on_domain_error,
-    PoolTimeoutError: _on_database_unavailable,
-    TimeoutError: _on_database_unavailable,
-    ConnectionError: _on_database_unavailable,
-    # Raised by asyncpg while connecting, where SQLAlchemy does not wrap them: the server is starting up,
-    # shutting down or out of connection slots, or the link dropped.
-    asyncpg.exceptions.PostgresConnectionError: _on_database_unavailable,
-    asyncpg.exceptions.OperatorInterventionError: _on_database_unavailable,
-    asyncpg.exceptions.InsufficientResourcesError: _on_database_unavailable,
-    asyncpg.exceptions.InterfaceError: _on_database_unavailable,
-    DBAPIError: _on_database_error,
-    Exception: _on_unexpected,
-}
-"""Exception type → handler, registered on the app. Litestar picks the most specific type in the MRO."""
+def status_for(exc: Exception) -> int:
+    """The status the handlers of :func:`exception_handlers` answer ``exc`` with, without building a response.
+
+    For whoever observes failures: Litestar's ``after_exception`` hooks run before the handler. Kept next to the
+    table below, which it follows (tests/test_observability.py checks that the two agree).
+    """
+    if isinstance(exc, (msgspec.ValidationError, msgspec.DecodeError, ValidationException)):
+        return 422
+    if isinstance(exc, (DomainError, HTTPException)):
+        return exc.status_code
+    return 503 if is_database_unavailable(exc) else 500
+
+
+def exception_handlers(explanations: Mapping[str, str] | None = None) -> ExceptionHandlersMap:
+    """Exception type → handler, to register on the app; Litestar picks the most specific type in the MRO.
+
+    ``explanations`` maps the regex of a field constraint to what it means in words: msgspec's message only
+    quotes the regex. The schemas that declare the constraints provide them (app/tasks/schemas.py).
+    """
+    quoted = {f"matching regex {pattern!r}": meaning for pattern, meaning in (explanations or {}).items()}
+
+    def readable(message: str) -> str:
+        return next((meaning for regex, meaning in quoted.items() if regex in message), message)
+
+    def on_msgspec_validation(_: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[ProblemDetails]:
+        return _validation_response([_field_from_msgspec(str(exc), readable)])
+
+    def on_litestar_validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ProblemDetails]:
+        errors: list[FieldError] = []
+        for item in exc.extra if isinstance(exc.extra, list) else []:
+            key = str(item.get("key", "body"))
+            source = item.get("source", "body")
+            message = readable(str(item.get("message", "Invalid value")))
+            if key == "data":
+                key, message = "body", "A JSON request body is required."
+            errors.append(FieldError(field=key, message=message, source=source if source in _SOURCES else "body"))
+        if not errors:
+            errors.append(FieldError(field="body", message=exc.detail))
+        return _validation_response(errors)
+
+    return {
+        msgspec.ValidationError: on_msgspec_validation,
+        msgspec.DecodeError: _on_msgspec_decode,
+        ValidationException: on_litestar_validation,
+        HTTPException: _on_http_exception,
+        DomainError: _on_domain_error,
+        **dict.fromkeys(_DATABASE_UNAVAILABLE, _on_database_unavailable),
+        DBAPIError: _on_database_error,
+        Exception: _on_unexpected,
+    }

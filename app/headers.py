@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar.types import BeforeMessageSendHookHandler, Message, Scope
 
-from app.audit import request_id
+from app.observability.request_id import request_id
 
 __all__ = ("API_CSP", "docs_csp", "security_headers_hook")
 

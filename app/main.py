@@ -8,13 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Litestar
-from litestar.logging import LoggingConfig
 from litestar.middleware import DefineMiddleware
 
-from app.audit import JSONFormatter, configure_audit_logging
 from app.auth import BearerAuthMiddleware, TokenVerifier, require_token
 from app.concurrency import UserConcurrencyLimiter, UserConcurrencyMiddleware
-from app.config import Settings, load_settings
+from app.config import Settings, _origin, load_settings
 from app.cors import cors_config, refuse_preflights_as_problems
 from app.db import alchemy_config
 from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
@@ -22,11 +20,15 @@ from app.errors import exception_handlers
 from app.headers import docs_csp, security_headers_hook
 from app.health import HealthController, ReadinessCache
 from app.http_layers import answer_head_like_get, limit_request_headers
-from app.metrics import instrument_pool, metrics_controller, prometheus_config, release_pool
+from app.observability.audit import configure_audit_logging
+from app.observability.failures import record_failure
+from app.observability.logging import stdlib_logging_config
+from app.observability.metrics import instrument_pool, metrics_controller, prometheus_config, release_pool
+from app.observability.request_log import log_requests, structlog_plugin
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
-from app.request_log import log_requests, structlog_plugin
 from app.tasks.controller import TaskController
+from app.tasks.schemas import PATTERN_EXPLANATIONS
 from app.users.service import UserProvisioner
 
 __all__ = ("create_app",)
@@ -44,11 +46,6 @@ def _app_version() -> str:
         return version("todo-api")
     except PackageNotFoundError:
         return "0.1.0"
-
-
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -112,7 +109,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         before_send=[
             security_headers_hook("/schema/scalar", docs_csp(None if docs.local else _origin(SCALAR_CDN_URL)))
         ],
-        exception_handlers=exception_handlers,
+        # The mapping answers; the observer audits, counts and logs (app/observability/failures.py).
+        exception_handlers=exception_handlers(PATTERN_EXPLANATIONS),
+        after_exception=[record_failure],
         cors_config=cors,
         openapi_config=openapi_config(_app_version(), docs),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
@@ -134,17 +133,3 @@ def create_app(settings: Settings | None = None) -> Litestar:
         answer_head_like_get(limit_request_headers(refuse_preflights_as_problems(app.asgi_handler, cors)))
     )
     return app
-
-
-def stdlib_logging_config(settings: Settings) -> LoggingConfig:
-    """Every other log line (the service's warnings, uvicorn, SQLAlchemy) in the same JSON shape, or as text."""
-    json_lines = settings.log_format == "json"
-    return LoggingConfig(
-        formatters={
-            "json": {"()": JSONFormatter},
-            "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        },
-        handlers={"stderr": {"class": "logging.StreamHandler", "formatter": "json" if json_lines else "text"}},
-        root={"level": settings.log_level, "handlers": ["stderr"]},
-        log_exceptions="never",
-    )

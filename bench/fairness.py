@@ -33,9 +33,9 @@ from app.config import Settings
 from app.db import upgrade_schema
 from bench.run import ISSUER, RESULTS_DIR, log, start_target
 from bench.seed import connect, seed_users
-from tests.databases import create_database, drop_database
-from tests.issuer import JWKSServer, mint, new_key
-from tests.servers import terminate
+from tests.support.databases import create_database, drop_database
+from tests.support.issuer import JWKSServer, mint, new_key
+from tests.support.servers import terminate
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FULL_ACCOUNT = 10_000

@@ -41,9 +41,9 @@ from app.config import Settings
 from app.db import upgrade_schema
 from bench.report import Result, plot, ratio_table, update_docs, write_json
 from bench.seed import Population, seed_bulk, seed_users
-from tests.databases import create_database, drop_database
-from tests.issuer import JWKSServer, SigningKey, mint, new_key
-from tests.servers import free_port, wait_until
+from tests.support.databases import create_database, drop_database
+from tests.support.issuer import JWKSServer, SigningKey, mint, new_key
+from tests.support.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bench.report import load_json, targets_table
-from tests.prerequisites import require
+from tests.support.prerequisites import require
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_FIELDS = {"target", "scenario", "connections", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "errors"}

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real database per backend (migrated), the app over Litestar's test client, real tokens.
+"""Shared fixtures: a real database per backend (migrated), the app in this process over ASGI, real tokens.
 
 Every API test runs twice, against PostgreSQL and against the embedded SQLite default. Tests isolate
 themselves by using fresh user ids, so one migrated database per backend serves the whole session.
@@ -15,20 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar
 from sqlalchemy import insert as insert_
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.config import Settings, load_settings
+from app.config import Settings
 from app.db import create_engine, upgrade_schema
 from app.main import create_app
 from app.models import Task, User, utcnow
-from tests.databases import scratch_postgres
-from tests.factories import Account, new_user_id
-from tests.issuer import AUDIENCE, HS_SECRET, ISSUER, JWKSServer, SigningKey, mint, new_key
-from tests.postgres_cluster import ThrowawayCluster, can_run_clusters
-from tests.prerequisites import require
+from tests.support.databases import scratch_postgres
+from tests.support.environment import service_settings
+from tests.support.factories import Account, new_user_id
+from tests.support.issuer import JWKSServer, SigningKey, mint, new_key
+from tests.support.postgres_cluster import ThrowawayCluster, can_run_clusters
+from tests.support.prerequisites import require
+from tests.support.servers import serve
 
 ALGORITHMS = ("EdDSA", "RS256", "PS256", "ES256", "ES512")
 
@@ -130,43 +131,10 @@ def backend(database_url: str) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
 
 
-def build_settings(database_url: str, jwks_server: JWKSServer | None = None, **overrides: Any) -> Settings:
-    """Settings for a test app: both key sources configured unless overridden."""
-    environ = {
-        "DATABASE_URL": database_url,
-        "JWT_SECRET": HS_SECRET,
-        "JWT_ISSUER": ISSUER,
-        "JWT_AUDIENCE": AUDIENCE,
-        "LOG_LEVEL": "WARNING",
-        # The limiter stays on (every request goes through it) but out of the way; tests of it set their own.
-        "RATE_LIMIT_PER_MINUTE": "100000",
-        "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000",
-    }
-    if jwks_server is not None:
-        environ["JWT_JWKS_URL"] = jwks_server.url
-    environ.update({key.upper(): str(value) for key, value in overrides.items() if value is not None})
-    for key in [key.upper() for key, value in overrides.items() if value is None]:
-        environ.pop(key, None)
-    return load_settings(environ, env_file=None)
-
-
-@asynccontextmanager
-async def serve(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan and talk to it over ASGI in this event loop.
-
-    Not Litestar's AsyncTestClient: its transport hands each request to a blocking portal, so requests
-    sent "concurrently" through it run one after another and concurrency tests would prove nothing.
-    """
-    async with app.lifespan():
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as test_client:
-            yield test_client
-
-
 @pytest.fixture(scope="session")
 async def client(database_url: str, jwks_server: JWKSServer) -> AsyncIterator[httpx.AsyncClient]:
     """The app with both key sources, shared by the session (tests use fresh users)."""
-    async with serve(create_app(build_settings(database_url, jwks_server))) as test_client:
+    async with serve(create_app(service_settings(database_url, jwks_server))) as test_client:
         yield test_client
 
 
@@ -176,8 +144,8 @@ def app_client(database_url: str) -> Callable[..., AbstractAsyncContextManager[h
 
     @asynccontextmanager
     async def start(jwks_server: JWKSServer | None = None, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        url = overrides.pop("database_url", database_url)
-        async with serve(create_app(build_settings(url, jwks_server, **overrides))) as test_client:
+        # Overrides are settings by name (database_url too): see tests/support/environment.py.
+        async with serve(create_app(service_settings(database_url, jwks_server, **overrides))) as test_client:
             yield test_client
 
     return start

@@ -10,9 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.audit import AUDIT_LOGGER, JSONFormatter
-from tests.factories import Account, create_task
-from tests.issuer import HS_SECRET, JWKSServer, SigningKey, mint
+from app.concurrency import UserConcurrencyLimiter
+from app.observability.audit import AUDIT_LOGGER
+from app.observability.logging import JSONFormatter
+from tests.support.factories import Account, create_task
+from tests.support.issuer import HS_SECRET, JWKSServer, SigningKey, mint
 
 
 class Collector(logging.Handler):
@@ -99,6 +101,23 @@ async def test_rate_limit_rejections_are_logged(
     assert (entry["subject"], entry["status"]) == (alice.id, 429)
 
 
+async def test_too_many_requests_at_once_are_logged_once_as_rate_limited(
+    app_client: Callable[..., Any], jwks_server: JWKSServer, audit_log: Collector, alice: Account
+) -> None:
+    async with app_client(jwks_server, max_concurrent_requests_per_user=1) as client:
+        limiter: UserConcurrencyLimiter = client._transport.app.state.concurrency  # type: ignore[attr-defined]
+        limiter.wait_seconds = 0
+        assert await limiter.acquire(alice.id)  # alice's one slot, held while her next request arrives
+        try:
+            refused = await client.get(alice.tasks_url(), headers={**alice.headers, "X-Request-ID": "at-once"})
+        finally:
+            limiter.release(alice.id)
+
+    assert refused.status_code == 429
+    events = [e for e in map(json.loads, audit_log.lines) if e.get("request_id") == "at-once"]
+    assert [(e["event"], e["subject"], e["status"]) for e in events] == [("rate.limited", alice.id, 429)]
+
+
 async def test_server_errors_are_logged(
     app_client: Callable[..., Any], jwks_server: JWKSServer, audit_log: Collector, alice: Account
 ) -> None:
@@ -135,8 +154,11 @@ async def test_no_log_line_ever_contains_a_token_or_a_secret(
 async def test_audit_lines_are_single_json_objects(
     client: httpx.AsyncClient, audit_log: Collector, alice: Account
 ) -> None:
-    await client.get(alice.tasks_url(), headers={"Authorization": "Bearer x\ny"})
+    # A newline in a field that is logged (the path) must not split the line a log collector reads.
+    await client.get(f"/api/{alice.id}%0Aforged/tasks", headers={"Authorization": "Bearer x\ny"})
 
+    assert audit_log.lines, "the refused request was not audited"
     for line in audit_log.lines:
         assert "\n" not in line
         assert isinstance(json.loads(line), dict)
+    assert json.loads(audit_log.lines[-1])["path"] == f"/api/{alice.id}\nforged/tasks"

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import Account, create_task
+from tests.support.factories import Account, create_task
 
 CONCURRENCY = 12
 

@@ -11,7 +11,7 @@ import pytest
 
 from app.__main__ import _default_workers
 from app.config import DEFAULT_DATABASE_URL, ConfigError, Settings, load_settings, parse_database_url
-from tests.tls import CertificateAuthority
+from tests.support.tls import CertificateAuthority
 
 NEON_URL = (
     "postgresql://alex:AbC123dEf@ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech/dbname"

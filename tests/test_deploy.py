@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,13 +25,14 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import upgrade_schema
-from tests.factories import Account
-from tests.issuer import JWKSServer
-from tests.pgbouncer import PgBouncer, can_run_pgbouncer
-from tests.postgres_cluster import ThrowawayCluster
-from tests.prerequisites import require
-from tests.servers import ApiServer, service_env
-from tests.tls import CertificateAuthority
+from tests.support.environment import service_environment
+from tests.support.factories import Account
+from tests.support.issuer import JWKSServer
+from tests.support.pgbouncer import PgBouncer, can_run_pgbouncer
+from tests.support.postgres_cluster import ThrowawayCluster
+from tests.support.prerequisites import require
+from tests.support.servers import ApiServer
+from tests.support.tls import CertificateAuthority
 
 
 async def _fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -89,7 +88,7 @@ def test_a_neon_connection_string_pasted_as_is_connects_over_tls(
         f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
         f"?sslmode=require&channel_binding=require&application_name={application}"
     )
-    server = ApiServer(env=service_env(neon_style, jwks_server)).start()
+    server = ApiServer(env=service_environment(neon_style, jwks_server)).start()
     try:
         exercise(server, make_account())
         sessions = fetch(
@@ -116,7 +115,7 @@ def test_verify_full_accepts_the_servers_certificate_and_refuses_another(
     def url(root_certificate: Path) -> str:
         return f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres?sslmode=verify-full&sslrootcert={root_certificate}"
 
-    trusted = ApiServer(env=service_env(url(ca_file), jwks_server)).start()
+    trusted = ApiServer(env=service_environment(url(ca_file), jwks_server)).start()
     try:
         exercise(trusted, make_account())
     finally:
@@ -125,7 +124,7 @@ def test_verify_full_accepts_the_servers_certificate_and_refuses_another(
     # A certificate that does not chain to the configured CA is not retried as if the database were waking:
     # the service refuses to start at once and says why.
     with pytest.raises(RuntimeError, match="certificate verify failed") as refused:
-        ApiServer(env=service_env(url(stranger), jwks_server, DATABASE_STARTUP_TIMEOUT="30")).start(timeout=20)
+        ApiServer(env=service_environment(url(stranger), jwks_server, DATABASE_STARTUP_TIMEOUT="30")).start(timeout=20)
     assert "Cannot start" in str(refused.value)
 
 
@@ -150,7 +149,7 @@ def test_the_service_runs_through_pgbouncer_in_transaction_mode(
 ) -> None:
     bouncer, direct_url = pgbouncer
     database = str(make_url(direct_url).database)
-    env = service_env(
+    env = service_environment(
         bouncer.url(database),
         jwks_server,
         DATABASE_POOLER="true",  # a Neon "-pooler" host name sets this by itself
@@ -198,36 +197,31 @@ def test_start_up_waits_for_a_database_that_is_still_waking(
     cluster: ThrowawayCluster, jwks_server: JWKSServer, make_account: Callable[..., Account]
 ) -> None:
     cluster.stop()
-    # The compute "wakes" three seconds after the service starts.
-    waking = threading.Timer(3, cluster.start)
-    waking.start()
-    started = time.monotonic()
+    server = ApiServer(env=service_environment(cluster.url, jwks_server, DATABASE_STARTUP_TIMEOUT="60")).launch()
     try:
-        server = ApiServer(env=service_env(cluster.url, jwks_server, DATABASE_STARTUP_TIMEOUT="60")).start(timeout=60)
-    finally:
-        waking.join()
-    try:
-        waited = time.monotonic() - started
+        # The compute "wakes" once the service has found it asleep and said it is waiting for it.
+        server.wait_for_log("Database not reachable yet")
+        cluster.start()
+        server.wait_until_serving(timeout=60)
         exercise(server, make_account())
     finally:
         server.stop()
-
-    assert waited >= 3
-    assert "Database not reachable yet" in server.log()
 
 
 def test_connections_a_suspend_cut_are_replaced_before_a_request_uses_them(
     cluster: ThrowawayCluster, jwks_server: JWKSServer, make_account: Callable[..., Account]
 ) -> None:
-    checked = ApiServer(env=service_env(cluster.url, jwks_server, DATABASE_PING_AFTER_IDLE_SECONDS="1")).start()
-    unchecked = ApiServer(env=service_env(cluster.url, jwks_server, DATABASE_PING_AFTER_IDLE_SECONDS="3600")).start()
+    # 0: every pooled connection is checked before use, however briefly it sat idle (no waiting for the test).
+    checked = ApiServer(env=service_environment(cluster.url, jwks_server, DATABASE_PING_AFTER_IDLE_SECONDS="0")).start()
+    unchecked = ApiServer(
+        env=service_environment(cluster.url, jwks_server, DATABASE_PING_AFTER_IDLE_SECONDS="3600")
+    ).start()
     account = make_account()
     try:
         for server in (checked, unchecked):
             with httpx.Client(base_url=server.url, headers=account.headers, timeout=15) as client:
                 assert client.get(account.tasks_url()).status_code == 200
         cluster.restart()  # what a suspend does to open connections: the server side is gone
-        time.sleep(1.5)
         with httpx.Client(base_url=checked.url, headers=account.headers, timeout=15) as client:
             after_checked = [client.get(account.tasks_url()).status_code for _ in range(5)]
         with httpx.Client(base_url=unchecked.url, headers=account.headers, timeout=15) as client:
@@ -250,8 +244,10 @@ def test_forwarded_addresses_count_only_from_trusted_proxies(
 ) -> None:
     # The test's requests come from 127.0.0.1: as the load balancer when it is trusted, as a stranger when not.
     upgrade_schema(Settings(database_url=postgres_database_url))
-    env = service_env(postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="2")
-    server = ApiServer(env={**env, "FORWARDED_ALLOW_IPS": trusted}).start()
+    env = service_environment(
+        postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="2", FORWARDED_ALLOW_IPS=trusted
+    )
+    server = ApiServer(env=env).start()
     try:
         with httpx.Client(base_url=server.url) as client:
 
@@ -274,8 +270,10 @@ def test_a_client_cannot_pick_its_address_by_writing_x_forwarded_for(
     # Behind a proxy that appends the peer it saw, the client controls every entry left of it. The service must
     # take the rightmost address its trusted proxies did not add: here the one the "proxy" (127.0.0.1) appended.
     upgrade_schema(Settings(database_url=postgres_database_url))
-    env = service_env(postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="20")
-    server = ApiServer(env={**env, "FORWARDED_ALLOW_IPS": "127.0.0.1"}).start()
+    env = service_environment(
+        postgres_database_url, jwks_server, RATE_LIMIT_ANONYMOUS_PER_MINUTE="20", FORWARDED_ALLOW_IPS="127.0.0.1"
+    )
+    server = ApiServer(env=env).start()
     try:
         with httpx.Client(base_url=server.url) as client:
             statuses = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.config import Settings, parse_database_url
@@ -42,6 +43,18 @@ def test_docs_page_falls_back_to_the_same_pinned_version_on_the_cdn(tmp_path: Pa
     assert f"@{SCALAR_VERSION}/" in plugin.js_url
     assert plugin.css_url.startswith(ASSETS_PATH)  # the stylesheet is always ours
     assert "http" not in plugin.favicon
+
+
+async def test_the_docs_page_and_its_stylesheet_are_served_without_a_token(client: httpx.AsyncClient) -> None:
+    page = await client.get("/schema/scalar")
+    stylesheet = await client.get(f"{ASSETS_PATH}/scalar.css")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'data-url="/schema/openapi.json"' in page.text  # the document of this origin
+    assert f'href="{ASSETS_PATH}/scalar.css"' in page.text
+    assert stylesheet.status_code == 200
+    assert stylesheet.headers["content-type"].startswith("text/css")
 
 
 # --- docs/deploy.md -----------------------------------------------------------------------------------------

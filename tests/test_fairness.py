@@ -16,25 +16,18 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.concurrency import UserConcurrencyLimiter
-from tests.databases import row_locked
-from tests.factories import Account, create_task
-from tests.issuer import JWKSServer
+from tests.support.databases import row_locked
+from tests.support.factories import Account, create_task
+from tests.support.issuer import JWKSServer
+from tests.support.servers import app_of, until
 
 #: A test-side bound so a regression fails instead of hanging the suite.
 GUARD_SECONDS = 20
 
 
 def limiter_of(client: httpx.AsyncClient) -> UserConcurrencyLimiter:
-    app: Any = client._transport.app  # type: ignore[attr-defined]  # the app under test, over ASGI
-    limiter: UserConcurrencyLimiter = app.state.concurrency
+    limiter: UserConcurrencyLimiter = app_of(client).state.concurrency
     return limiter
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Yield to the event loop until ``condition`` holds (the service runs in this loop)."""
-    async with asyncio.timeout(GUARD_SECONDS):
-        while not condition():  # noqa: ASYNC110 - the condition is the service's state, not an event we own
-            await asyncio.sleep(0)
 
 
 async def test_one_users_stuck_requests_leave_the_pool_to_others(
@@ -54,7 +47,10 @@ async def test_one_users_stuck_requests_leave_the_pool_to_others(
                 )
                 for n in range(20)
             ]
-            await until(lambda: limiter.in_flight(alice.id) == 2 and limiter.waiting(alice.id) == 18)
+            await until(
+                lambda: limiter.in_flight(alice.id) == 2 and limiter.waiting(alice.id) == 18,
+                "alice's writes did not take her two slots and line up behind them",
+            )
             reads = [await client.get(bob.tasks_url(), headers=bob.headers) for _ in range(5)]
         finished = await asyncio.wait_for(asyncio.gather(*stuck), GUARD_SECONDS)
 
@@ -124,7 +120,7 @@ async def test_a_freed_slot_goes_to_the_first_in_line() -> None:
         limiter.release("u")
 
     waiters = [asyncio.create_task(wait(n)) for n in range(3)]
-    await until(lambda: limiter.waiting("u") == 3)
+    await until(lambda: limiter.waiting("u") == 3, "the three did not line up")
     limiter.release("u")
     await asyncio.gather(*waiters)
 
@@ -136,7 +132,7 @@ async def test_a_cancelled_waiter_passes_on_nothing_it_does_not_hold() -> None:
     limiter = UserConcurrencyLimiter(1, wait_seconds=60)
     assert await limiter.acquire("u")
     waiter = asyncio.create_task(limiter.acquire("u"))
-    await until(lambda: limiter.waiting("u") == 1)
+    await until(lambda: limiter.waiting("u") == 1, "the waiter did not line up")
 
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -13,16 +14,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task
-from tests.databases import row_locked
-from tests.factories import Account
-from tests.issuer import JWKSServer
-from tests.postgres_cluster import ThrowawayCluster
-from tests.servers import ApiServer, service_env, wait_until
+from tests.support.databases import row_locked
+from tests.support.environment import service_environment
+from tests.support.factories import Account
+from tests.support.issuer import JWKSServer
+from tests.support.postgres_cluster import ThrowawayCluster
+from tests.support.servers import ApiServer, until, wait_until
 
 WRITERS = 4
 
@@ -43,11 +46,31 @@ def count_tasks(url: str, user_id: str, ids: list[str]) -> int:
     return asyncio.run(query())
 
 
+async def connections_in_use(client: httpx.AsyncClient) -> float:
+    """Connections checked out of the service's pool, by its own /metrics."""
+    scrape = (await client.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(scrape)
+        for sample in family.samples
+        if sample.name == "todo_api_db_pool_connections_in_use"
+    )
+
+
+def refuses_connections(server: ApiServer) -> bool:
+    """Whether the service has closed its listening socket: the first thing a SIGTERM makes it do."""
+    try:
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
 def test_writes_survive_a_postgresql_restart_and_the_service_recovers_by_itself(
     cluster: ThrowawayCluster, jwks_server: JWKSServer, make_account: Callable[..., Account]
 ) -> None:
     server = ApiServer(
-        env=service_env(cluster.url, jwks_server, DATABASE_CONNECT_TIMEOUT="2", DATABASE_POOL_TIMEOUT="2")
+        env=service_environment(cluster.url, jwks_server, DATABASE_CONNECT_TIMEOUT="2", DATABASE_POOL_TIMEOUT="2")
     ).start()
     account = make_account()
     results: list[tuple[float, int, str | None]] = []
@@ -105,17 +128,21 @@ async def test_sigterm_lets_in_flight_requests_finish_and_closes_the_pool(
     url = database_url
     if backend == "postgresql":
         url = f"{database_url}?application_name=todo-shutdown-test"
-    server = ApiServer(env=service_env(url, jwks_server)).start()
+    server = ApiServer(env=service_environment(url, jwks_server)).start()
     account = make_account()
     async with httpx.AsyncClient(base_url=server.url, headers=account.headers, timeout=30) as client:
         task = (await client.post(account.tasks_url(), json={"title": "before shutdown"})).json()
         async with row_locked(db, backend, task["id"]):
             in_flight = asyncio.create_task(client.put(account.tasks_url(task["id"]), json={"title": "finished"}))
-            await asyncio.sleep(0.5)  # the PUT is now inside the service, waiting for the lock
+
+            async def the_put_holds_a_connection() -> bool:
+                return await connections_in_use(client) == 1
+
+            await until(the_put_holds_a_connection, "the PUT did not reach the database")
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.5)
-            assert not in_flight.done()
+            await until(lambda: refuses_connections(server), "the service did not begin shutting down")
+            assert not in_flight.done()  # shutting down, and the PUT still waits for the lock
         response = await in_flight
     status = await asyncio.to_thread(server.process.wait, 30)
     server_log = server.log()

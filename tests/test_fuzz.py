@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.factories import Account
-from tests.issuer import JWKSServer
-from tests.servers import ApiServer
+from tests.support.environment import service_environment
+from tests.support.factories import Account
+from tests.support.issuer import JWKSServer
+from tests.support.servers import ApiServer
 
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 TASK_OPERATIONS = {
@@ -34,17 +35,7 @@ TASK_OPERATIONS = {
 
 @pytest.fixture
 def live_service(database_url: str, jwks_server: JWKSServer) -> Iterator[ApiServer]:
-    server = ApiServer(
-        env={
-            "DATABASE_URL": database_url,
-            "JWT_JWKS_URL": jwks_server.url,
-            "JWT_ISSUER": "http://127.0.0.1:3000",
-            "JWT_AUDIENCE": "http://127.0.0.1:3000",
-            # Schemathesis sends thousands of requests as one user; the limiter is tested elsewhere.
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "0",
-        }
-    ).start()
+    server = ApiServer(env=service_environment(database_url, jwks_server)).start()
     yield server
     server.stop()
 

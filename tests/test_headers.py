@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import Account
+from tests.support.factories import Account
 
 
 def requests_to_check(alice: Account) -> list[tuple[str, str, dict[str, Any]]]:

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import Account, create_task
-from tests.issuer import HS_SECRET, SigningKey, mint
-from tests.test_auth import REJECTED, b64, claims, hs256_by_hand
+from tests.support.factories import Account, create_task
+from tests.support.issuer import HS_SECRET, SigningKey, mint
+from tests.support.tokens import REJECTED_TOKENS, b64, claims, hs256_by_hand
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def _segment(value: Any) -> str:
 
 
 def hostile_tokens(alice: Account, keys: dict[str, SigningKey]) -> dict[str, str]:
-    signed = {name: build(alice.id, keys) for name, (build, _) in REJECTED.items()}
+    signed = {name: build(alice.id, keys) for name, (build, _) in REJECTED_TOKENS.items()}
     body = _segment(claims(alice.id))
     return {
         **signed,

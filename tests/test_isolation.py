@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task
-from tests.factories import Account, create_task
+from tests.support.factories import Account, create_task
 
 ROUTES = [
     ("GET", "", None),

@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 
 import app.auth.keys
 from app.auth.keys import MAX_JWKS_BYTES, MAX_KID_LENGTH, JWKSCache, parse_jwks
-from tests.factories import new_user_id
-from tests.issuer import JWKSServer, SigningKey, mint, new_key
+from tests.support.factories import new_user_id
+from tests.support.issuer import JWKSServer, SigningKey, mint, new_key
 
 
 @pytest.fixture
@@ -168,10 +167,7 @@ async def test_stale_keys_are_refreshed_in_the_background(
     clock.now += 301
 
     assert await jwks.candidates(issuer_key.kid, "EdDSA")  # served from cache, refresh scheduled
-    for _ in range(50):
-        if own_jwks.fetches == 2 and not await jwks.candidates(issuer_key.kid, "EdDSA"):
-            break
-        await asyncio.sleep(0.01)
+    await jwks.refresh()  # joins the fetch under way: no second one (the count below says so)
 
     assert own_jwks.fetches == 2
     assert await jwks.candidates(issuer_key.kid, "EdDSA") == []
@@ -209,14 +205,16 @@ def test_unusable_and_private_keys_are_skipped() -> None:
 async def test_a_remembered_token_still_expires_to_the_second(own_jwks: JWKSServer, issuer_key: SigningKey) -> None:
     from app.auth.tokens import InvalidTokenError, TokenVerifier  # noqa: PLC0415
 
+    clock = FakeClock()
     jwks = JWKSCache(own_jwks.url, timeout=2.0, min_refresh_interval=0.0, max_age=300.0)
-    verifier = TokenVerifier(secret=None, jwks=jwks, issuer=None, audience=None, leeway=0)
-    expires_at = int(time.time()) + 1
-    token = mint("someone", issuer_key, issuer=None, audience=None, exp=expires_at)
+    verifier = TokenVerifier(secret=None, jwks=jwks, issuer=None, audience=None, leeway=0, clock=clock)
+    expires_at = int(clock.now) + 10
+    token = mint("someone", issuer_key, issuer=None, audience=None, iat=int(clock.now), exp=expires_at)
     try:
         assert (await verifier.verify(token)).id == "someone"
+        clock.now = expires_at - 0.001
         assert (await verifier.verify(token)).id == "someone"  # from memory this time
-        await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.01)  # until the second of expiry has come
+        clock.now = expires_at  # the second of expiry has come
         with pytest.raises(InvalidTokenError, match="token expired"):
             await verifier.verify(token)
     finally:

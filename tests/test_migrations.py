@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import MIGRATION_LOCK_KEY, alchemy_config, create_engine, upgrade_schema
+from tests.support.servers import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,8 +65,12 @@ async def test_instances_starting_together_apply_each_migration_once(postgres_da
         await transaction.start()
         await holder.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         processes = [await migrate_process(postgres_database_url) for _ in range(2)]
-        await asyncio.sleep(3)
-        assert [process.returncode for process in processes] == [None, None]
+
+        async def both_wait_for_the_lock() -> bool:
+            assert [process.returncode for process in processes] == [None, None]
+            return await waiting_for_the_migration_lock(holder) == 2
+
+        await until(both_wait_for_the_lock, "the migrations did not both wait for the lock")
         assert await holder.fetchval("SELECT to_regclass('tasks')") is None
         await transaction.commit()
         outputs = [await asyncio.wait_for(process.communicate(), timeout=60) for process in processes]
@@ -74,6 +79,20 @@ async def test_instances_starting_together_apply_each_migration_once(postgres_da
 
     assert [process.returncode for process in processes] == [0, 0], outputs
     await asyncio.to_thread(commands(postgres_database_url).check)
+
+
+async def waiting_for_the_migration_lock(connection: asyncpg.Connection) -> int:
+    """Backends of this database waiting for ``pg_advisory_xact_lock(MIGRATION_LOCK_KEY)``."""
+    # A bigint advisory key shows in pg_locks as its high and low 32 bits (classid, objid), with objsubid 1.
+    return int(
+        await connection.fetchval(
+            "SELECT count(*) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND NOT granted AND classid = $1 AND objid = $2 AND objsubid = 1"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            MIGRATION_LOCK_KEY >> 32,
+            MIGRATION_LOCK_KEY & 0xFFFF_FFFF,
+        )
+    )
 
 
 async def migrate_process(database_url: str) -> asyncio.subprocess.Process:

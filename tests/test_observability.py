@@ -8,13 +8,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
+import msgspec
 import pytest
+from litestar import Request
+from litestar.exceptions import (
+    InternalServerException,
+    NotAuthorizedException,
+    NotFoundException,
+    TooManyRequestsException,
+    ValidationException,
+)
+from litestar.middleware._internal.exceptions.middleware import get_exception_handler
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from tests.factories import Account
-from tests.issuer import JWKSServer
-from tests.servers import ApiServer, service_env
+from app.errors import NotFoundError, ServiceUnavailableError, exception_handlers, status_for
+from tests.support.environment import service_environment as service_env
+from tests.support.factories import Account
+from tests.support.issuer import JWKSServer
+from tests.support.servers import ApiServer
 
 LIST_ROUTE = "/api/{user_id}/tasks"
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +100,39 @@ async def test_metrics_can_require_a_token(app_client: Callable[..., Any]) -> No
 
     assert (refused.status_code, wrong.status_code, allowed.status_code) == (401, 401, 200)
     assert "todo_api_" in allowed.text
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        msgspec.ValidationError("Expected `str` - at `$.title`"),
+        msgspec.DecodeError("truncated"),
+        ValidationException(),
+        NotAuthorizedException(),
+        NotFoundException(),
+        TooManyRequestsException(),
+        InternalServerException(),
+        NotFoundError(),
+        ServiceUnavailableError(),
+        PoolTimeoutError(),
+        TimeoutError(),
+        ConnectionRefusedError(),
+        asyncpg.exceptions.TooManyConnectionsError(),
+        OperationalError("SELECT 1", {}, Exception()),
+        DBAPIError("SELECT 1", {}, Exception(), connection_invalidated=True),
+        IntegrityError("INSERT", {}, Exception()),
+        ValueError(),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_failures_are_recorded_under_the_status_the_client_gets(exc: Exception) -> None:
+    # The audit events and failure counters key on status_for (Litestar calls its hooks before the handler);
+    # the handler is looked up as Litestar does (an internal of Litestar's, the very lookup the app uses).
+    handler = get_exception_handler(exception_handlers(), exc)
+    assert handler is not None
+    request: Request[Any, Any, Any] = Request({"type": "http", "method": "GET", "path": "/", "headers": []})
+
+    assert status_for(exc) == handler(request, exc).status_code
 
 
 async def test_metrics_are_not_in_the_api_document(client: httpx.AsyncClient) -> None:

@@ -1,4 +1,5 @@
-"""The served OpenAPI document is valid OpenAPI 3.1, and every response header in it has a typed schema.
+"""The served OpenAPI document is valid OpenAPI 3.1; every operation is named, secured and lists the statuses
+it really answers; and every response header in it has a typed schema.
 
 Frontends generate their clients from ``/schema/openapi.json`` (tests/interop/test_typescript_client.py does
 so with openapi-typescript): an invalid document breaks the generator, and a header without a schema is typed
@@ -7,7 +8,6 @@ so with openapi-typescript): an invalid document breaks the generator, and a hea
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,24 +15,34 @@ from litestar import Litestar, get
 from litestar.datastructures import ResponseHeader
 from litestar.exceptions import ImproperlyConfiguredException
 from litestar.openapi import OpenAPIConfig
-from litestar.testing import TestClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
-from app.main import create_app
 from app.openapi import finalize_schema
-from tests.conftest import build_settings
+from tests.support.servers import served_openapi_document
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+TASK_OPERATIONS = {
+    ("/api/{user_id}/tasks", "get"): ("ListTasks", {"200", "401", "403", "422", "429", "503"}),
+    ("/api/{user_id}/tasks", "post"): ("CreateTask", {"201", "401", "403", "409", "413", "415", "422", "429", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "get"): ("GetTask", {"200", "304", "401", "403", "404", "422", "429", "503"}),
+    ("/api/{user_id}/tasks/{task_id}", "put"): (
+        "UpdateTask",
+        {"200", "401", "403", "404", "412", "413", "415", "422", "429", "503"},
+    ),
+    ("/api/{user_id}/tasks/{task_id}", "delete"): (
+        "DeleteTask",
+        {"204", "401", "403", "404", "412", "422", "429", "503"},
+    ),
+    ("/api/{user_id}/tasks/{task_id}/complete", "patch"): (
+        "ToggleTaskCompletion",
+        {"200", "401", "403", "404", "412", "422", "429", "503"},
+    ),
+}
 
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The document the app serves; it does not depend on the database, so an SQLite file will do."""
-    database = Path(tmp_path_factory.mktemp("openapi")) / "todo.sqlite3"
-    with TestClient(app=create_app(build_settings(f"sqlite+aiosqlite:///{database}"))) as client:
-        response = client.get("/schema/openapi.json")
-    assert response.status_code == 200
-    return dict(response.json())
+    return served_openapi_document(tmp_path_factory.mktemp("openapi"))
 
 
 def response_headers(document: dict[str, Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -55,6 +65,46 @@ def test_served_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
 
     assert document["openapi"].startswith("3.1.")
     assert errors == []
+
+
+def test_the_bearer_scheme_is_declared(document: dict[str, Any]) -> None:
+    scheme = document["components"]["securitySchemes"]["BearerToken"]
+
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+
+
+@pytest.mark.parametrize(("path", "method"), list(TASK_OPERATIONS))
+def test_every_task_operation_is_named_secured_and_lists_its_real_statuses(
+    document: dict[str, Any], path: str, method: str
+) -> None:
+    operation = document["paths"][path][method]
+    operation_id, statuses = TASK_OPERATIONS[(path, method)]
+
+    assert operation["operationId"] == operation_id
+    assert operation["security"] == [{"BearerToken": []}]
+    assert set(operation["responses"]) == statuses
+    for status in statuses - {"200", "201", "204", "304"}:
+        content = operation["responses"][status]["content"]
+        assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/ProblemDetails"}
+
+
+def test_no_operation_documents_a_400(document: dict[str, Any]) -> None:
+    documented = {status for item in document["paths"].values() for op in item.values() for status in op["responses"]}
+
+    assert "400" not in documented
+
+
+def test_health_operations_need_no_token(document: dict[str, Any]) -> None:
+    assert "security" not in document["paths"]["/health"]["get"]
+    assert "security" not in document["paths"]["/health/ready"]["get"]
+
+
+def test_request_bodies_document_their_constraints(document: dict[str, Any]) -> None:
+    create = document["components"]["schemas"]["TaskCreate"]
+
+    assert create["required"] == ["title"]
+    assert create["properties"]["title"]["maxLength"] == 200
+    assert create["properties"]["title"]["minLength"] == 1
 
 
 def test_every_response_header_has_a_typed_schema(document: dict[str, Any]) -> None:

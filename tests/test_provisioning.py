@@ -11,8 +11,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task, User
-from tests.factories import Account, new_user_id
-from tests.issuer import SigningKey, mint
+from tests.support.factories import Account, new_user_id
+from tests.support.issuer import SigningKey, mint
 
 
 async def user_row(db: AsyncEngine, user_id: str) -> dict[str, Any] | None:

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task, User
-from tests.factories import Account, create_task
-from tests.issuer import JWKSServer
+from tests.support.factories import Account, create_task
+from tests.support.issuer import JWKSServer
 
 LIMIT = 5
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from tests.factories import Account
-from tests.issuer import HS_SECRET, JWKSServer
-from tests.prerequisites import TEST_REDIS_URL, require_redis
-from tests.test_auth import claims, hs256_by_hand
+from tests.support.factories import Account
+from tests.support.issuer import HS_SECRET, JWKSServer
+from tests.support.prerequisites import TEST_REDIS_URL, require_redis
+from tests.support.tokens import claims, hs256_by_hand
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.models import utcnow
 from app.tasks.repository import TaskRepository
-from tests.factories import Account, create_task
+from tests.support.factories import Account, create_task
 
 
 async def test_no_statement_of_a_users_repository_touches_another_users_task(

@@ -13,11 +13,12 @@ import redis
 
 from app.config import Settings
 from app.db import upgrade_schema
-from tests.databases import scratch_postgres
-from tests.factories import Account
-from tests.issuer import JWKSServer
-from tests.prerequisites import TEST_REDIS_URL, require_redis
-from tests.servers import ApiServer, service_env
+from tests.support.databases import scratch_postgres
+from tests.support.environment import service_environment
+from tests.support.factories import Account
+from tests.support.issuer import JWKSServer
+from tests.support.prerequisites import TEST_REDIS_URL, require_redis
+from tests.support.servers import ApiServer
 
 WRITERS = 6
 WRITES_PER_WRITER = 40
@@ -35,7 +36,7 @@ def start_pair(shared_database: str, jwks_server: JWKSServer, per_minute: int) -
     require_redis()
     with redis.Redis.from_url(TEST_REDIS_URL) as client:
         client.flushdb()
-    env = service_env(
+    env = service_environment(
         shared_database,
         jwks_server,
         REDIS_URL=TEST_REDIS_URL,

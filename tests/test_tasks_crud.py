@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Task
-from tests.factories import Account, TaskCreateFactory, create_task, new_user_id
+from tests.support.factories import Account, TaskCreateFactory, create_task, new_user_id
 
 TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 
@@ -59,13 +59,13 @@ async def test_create_accepts_completed_true(client: httpx.AsyncClient, alice: A
     assert task["completed"] is True
 
 
-async def test_location_of_a_created_task_serves_that_task(client: httpx.AsyncClient, alice: Account) -> None:
-    response = await client.post(alice.tasks_url(), json=TaskCreateFactory.json(), headers=alice.headers)
+async def test_a_created_task_is_served_at_its_location(client: httpx.AsyncClient, alice: Account) -> None:
+    created = await client.post(alice.tasks_url(), json=TaskCreateFactory.json(), headers=alice.headers)
 
-    fetched = await client.get(response.headers["location"], headers=alice.headers)
+    fetched = await client.get(created.headers["location"], headers=alice.headers)
 
     assert fetched.status_code == 200
-    assert fetched.json() == response.json()
+    assert fetched.json() == created.json()
 
 
 @pytest.mark.parametrize(
@@ -128,19 +128,11 @@ async def test_server_assigned_fields_in_the_body_are_ignored(
     assert parse_time(task["updated_at"]).year > 2000
 
 
-async def test_get_returns_the_task(client: httpx.AsyncClient, alice: Account) -> None:
-    created = await create_task(client, alice)
-
-    response = await client.get(alice.tasks_url(created["id"]), headers=alice.headers)
-
-    assert response.status_code == 200
-    assert response.json() == created
-
-
-async def test_update_changes_only_the_fields_sent(client: httpx.AsyncClient, alice: Account) -> None:
+async def test_update_persists_only_the_fields_sent(client: httpx.AsyncClient, alice: Account) -> None:
     created = await create_task(client, alice, title="Old title", description="Keep me", completed=False)
 
     response = await client.put(alice.tasks_url(created["id"]), json={"title": "New title"}, headers=alice.headers)
+    fetched = await client.get(alice.tasks_url(created["id"]), headers=alice.headers)
 
     assert response.status_code == 200
     updated = response.json()
@@ -148,6 +140,7 @@ async def test_update_changes_only_the_fields_sent(client: httpx.AsyncClient, al
     assert updated["description"] == "Keep me"
     assert updated["completed"] is False
     assert updated["id"] == created["id"]
+    assert fetched.json() == updated
 
 
 async def test_update_with_null_description_clears_it(client: httpx.AsyncClient, alice: Account) -> None:
@@ -179,15 +172,6 @@ async def test_update_advances_updated_at_and_keeps_created_at(client: httpx.Asy
 
     assert updated["created_at"] == created["created_at"]
     assert parse_time(updated["updated_at"]) > parse_time(created["updated_at"])
-
-
-async def test_update_is_persisted(client: httpx.AsyncClient, alice: Account) -> None:
-    created = await create_task(client, alice)
-    await client.put(alice.tasks_url(created["id"]), json={"title": "Persisted"}, headers=alice.headers)
-
-    fetched = (await client.get(alice.tasks_url(created["id"]), headers=alice.headers)).json()
-
-    assert fetched["title"] == "Persisted"
 
 
 async def test_empty_update_changes_nothing(client: httpx.AsyncClient, alice: Account) -> None:

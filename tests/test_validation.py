@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import Account, create_task
+from tests.support.factories import Account, create_task
 
 NUL = "\x00"
 

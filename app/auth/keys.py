@@ -20,7 +20,7 @@ import httpx
 import msgspec
 from jwt import PyJWK
 
-from app.metrics import JWKS_REFRESHES
+from app.observability.metrics import JWKS_REFRESHES
 
 __all__ = ("ASYMMETRIC_ALGORITHMS", "HMAC_ALGORITHMS", "JWKSCache", "VerificationKey")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
@@ -73,13 +74,22 @@ class TokenVerifier:
         issuer: str | None,
         audience: str | None,
         leeway: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.secret = secret
         self.jwks = jwks
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
-        self._options: Options = {"require": ["exp", "sub"], "verify_aud": audience is not None}
+        self._clock = clock
+        # exp, nbf and iat are checked against our clock (_check_validity_window): PyJWT would read the system's.
+        self._options: Options = {
+            "require": ["exp", "sub"],
+            "verify_aud": audience is not None,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+        }
         # Verifying an EdDSA signature costs more than the rest of a request's authentication together; a
         # token already verified is re-checked for expiry (and its key for revocation) only.
         self._verified: dict[str, _Verified] = {}
@@ -115,7 +125,7 @@ class TokenVerifier:
         """Return the principal of a valid token or raise :class:`InvalidTokenError` saying why not."""
         remembered = self._verified.get(token)
         if remembered is not None:
-            if remembered.still_valid(time.time(), self.jwks):
+            if remembered.still_valid(self._clock(), self.jwks):
                 return remembered.principal
             del self._verified[token]  # expired or its key was revoked: verify again for the precise reason
         if len(token) > MAX_TOKEN_LENGTH:
@@ -132,6 +142,7 @@ class TokenVerifier:
 
         keys = await self._keys_for(algorithm, kid)
         claims, key = self._decode(token, algorithm, keys)
+        _check_validity_window(claims, self._clock(), self.leeway)
         _check_numeric_dates(claims)
         principal = _principal_from(claims)
         self._remember(token, principal, claims, key)
@@ -178,16 +189,11 @@ class TokenVerifier:
                     algorithms=[algorithm],
                     issuer=self.issuer,
                     audience=self.audience,
-                    leeway=self.leeway,
                     options=self._options,
                 )
                 return claims, key if isinstance(key, VerificationKey) else None
             except jwt.InvalidSignatureError:
                 failure = InvalidTokenError("invalid signature")
-            except jwt.ExpiredSignatureError:
-                raise InvalidTokenError("token expired") from None
-            except jwt.ImmatureSignatureError:
-                raise InvalidTokenError("token not yet valid") from None
             except jwt.InvalidIssuerError:
                 raise InvalidTokenError("invalid issuer") from None
             except jwt.InvalidAudienceError:
@@ -203,6 +209,25 @@ class TokenVerifier:
                 # nobody could have meant, not a server error.
                 raise InvalidTokenError("malformed token") from None
         raise failure or InvalidTokenError("invalid signature")
+
+
+def _check_validity_window(claims: dict[str, Any], now: float, leeway: int) -> None:
+    """``iat`` and ``nbf`` not in the future and ``exp`` not past, at ``now``, give or take ``leeway``.
+
+    PyJWT's own checks, in its order and with its reading of each claim (``int()``), but against the verifier's
+    clock instead of the system's.
+    """
+    for name in ("iat", "nbf", "exp"):
+        if name not in claims:
+            continue
+        try:
+            moment = int(claims[name])
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidTokenError("malformed token") from None
+        if name == "exp" and moment <= now - leeway:
+            raise InvalidTokenError("token expired")
+        if name != "exp" and moment > now + leeway:
+            raise InvalidTokenError("token not yet valid")
 
 
 #: NumericDate claims (RFC 7519 §2) and the range accepted: up to the end of year 9999, as datetime allows.

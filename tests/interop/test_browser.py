@@ -3,6 +3,7 @@ and the Scalar docs render without touching any host but this one."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -15,10 +16,21 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from app.docs import ASSETS_DIR, SCALAR_BUNDLE
-from tests.interop.conftest import CHROMIUM, CHROMIUM_ARGS, BetterAuth
-from tests.prerequisites import require
-from tests.servers import ApiServer, free_port
+from tests.support.better_auth import BetterAuth
+from tests.support.prerequisites import require
+from tests.support.servers import ApiServer, free_port
 
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 

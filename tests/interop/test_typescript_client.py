@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import TestClient
 
-from app.main import create_app
-from tests.conftest import build_settings
-from tests.interop.conftest import FIXTURE_DIR
+from tests.support.better_auth import FIXTURE_DIR
+from tests.support.servers import served_openapi_document
 
 TYPED_CLIENT = FIXTURE_DIR / "typed-client"
 BIN = FIXTURE_DIR / "node_modules" / ".bin"
@@ -34,12 +32,7 @@ EXPECTED_ERROR = re.compile(r"//\s*type error\s*$")
 
 @pytest.fixture(scope="module")
 def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The document the app serves; it does not depend on the database, so an SQLite file will do."""
-    database = tmp_path_factory.mktemp("openapi") / "todo.sqlite3"
-    with TestClient(app=create_app(build_settings(f"sqlite+aiosqlite:///{database}"))) as client:
-        response = client.get("/schema/openapi.json")
-    assert response.status_code == 200
-    return dict(response.json())
+    return served_openapi_document(tmp_path_factory.mktemp("openapi"))
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Test data: accounts with tokens, and polyfactory factories for the request bodies."""
+"""Test data: accounts with tokens, and a polyfactory factory for the create body."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 from polyfactory import Use
 from polyfactory.factories.msgspec_factory import MsgspecFactory
 
-from app.tasks.schemas import TaskCreate, TaskUpdate
+from app.tasks.schemas import TaskCreate
 
 
 def new_user_id() -> str:
@@ -51,13 +51,6 @@ class TaskCreateFactory(MsgspecFactory[TaskCreate]):
         task = cls.build(**known)
         body: dict[str, object] = {"title": task.title, "description": task.description, "completed": task.completed}
         return {**body, **overrides}
-
-
-class TaskUpdateFactory(MsgspecFactory[TaskUpdate]):
-    """Valid partial updates (each field present or absent at random)."""
-
-    title = Use(lambda: TaskUpdateFactory.__faker__.sentence(nb_words=3)[:200])
-    description = Use(lambda: TaskUpdateFactory.__faker__.optional.sentence())
 
 
 async def create_task(client: httpx.AsyncClient, account: Account, **body: Any) -> dict[str, Any]:

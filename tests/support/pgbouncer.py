@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port, terminate, wait_until
+from tests.support.servers import free_port, terminate, wait_until
 
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
 

@@ -18,8 +18,8 @@ from litestar.logging.config import LoggingConfig, StructLoggingConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.audit import request_id
 from app.config import Settings
+from app.observability.request_id import request_id
 
 __all__ = ("log_requests", "structlog_plugin")
 
@@ -30,7 +30,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def _render_json(_logger: Any, method_name: str, event_dict: structlog.typing.EventDict) -> bytes:
-    """The line as bytes, with the same ``time`` and ``level`` leading it as the stdlib records (app/audit.py)."""
+    """The line as bytes, with the same ``time`` and ``level`` leading it as the stdlib records (``logging.py``)."""
     line = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "level": method_name,

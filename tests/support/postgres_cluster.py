@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 def postgres_bin() -> Path | None:

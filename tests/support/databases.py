@@ -65,7 +65,7 @@ def scratch_postgres(prefix: str = "todo_test") -> Iterator[str]:
 
     An unreachable server skips locally and fails under ``CI=true`` (CI never passes by skipping).
     """
-    from tests.prerequisites import require  # noqa: PLC0415 - the benchmark uses this module without pytest
+    from tests.support.prerequisites import require  # noqa: PLC0415 - the benchmark uses this module without pytest
 
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
