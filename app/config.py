@@ -82,6 +82,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Tasks one user may hold (Google Tasks caps a list at 20 000); a create beyond it is refused with 409.
     max_tasks_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
 
+    # Sync. Tombstones of deleted tasks are kept this long; a change feed asked for an older revision answers 410.
+    sync_tombstone_retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 30
+    # A response stored for an Idempotency-Key is replayed to retries for this long, then purged.
+    idempotency_key_retention_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 30)] = 24
+    # How often each process purges expired tombstones and idempotency keys (one process does it at a time).
+    sync_purge_interval_seconds: Seconds = 3600.0
+    # A comment line on each idle event stream this often keeps proxies and load balancers from closing it.
+    sse_heartbeat_seconds: Seconds = 15.0
+    # Event streams one user may hold open (a tab each); the next is refused with 429.
+    sse_max_streams_per_user: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    # Event streams one process holds at most, whoever they belong to; the next is refused with 503.
+    sse_max_streams_per_process: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 2000
+    # A stream whose client has not taken an event for this long (it stopped reading) is closed, never buffered.
+    sse_send_timeout_seconds: Seconds = 10.0
+
     cors_origins: tuple[str, ...] = ("http://localhost:3000",)
     host: str = "127.0.0.1"
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of addresses or CIDR networks):

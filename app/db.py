@@ -6,6 +6,8 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from advanced_alchemy.extensions.litestar import (
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from app.config import Settings
@@ -28,7 +30,9 @@ __all__ = (
     "MIGRATION_LOCK_TIMEOUT",
     "DatabaseUnreachableError",
     "alchemy_config",
+    "commit",
     "create_engine",
+    "transaction",
     "upgrade_schema",
     "wait_for_database",
 )
@@ -88,6 +92,48 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
     elif pooled:
         _ping_idle_connections(engine, settings.database_ping_after_idle_seconds)
     return engine
+
+
+#: The isolation level a :func:`transaction` takes on each backend, whose pooled engine runs in autocommit.
+_TRANSACTIONAL_LEVELS = {"postgresql": "READ COMMITTED", "sqlite": "SERIALIZABLE"}
+#: Set in ``session.info`` while :func:`transaction` owns the session: :func:`commit` then leaves it open.
+_IN_TRANSACTION = "todo.in_transaction"
+
+
+@asynccontextmanager
+async def transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """Run the block in one real transaction, committed when it ends (rolled back if it raises).
+
+    For the few writes that are more than one statement (a bulk action and the revision it reached, a write and
+    its idempotency key, a write on SQLite and the revision its trigger stamped). The pooled engine runs in
+    autocommit, so the session's connection is taken afresh in a transactional mode for the block (SQLAlchemy
+    restores autocommit when it goes back to the pool); pooler connections are transactional already. Commits
+    inside the block (:func:`commit`) wait for its end, and a block inside another joins it.
+    """
+    if session.info.get(_IN_TRANSACTION):
+        yield
+        return
+    if session.in_transaction():
+        await session.commit()
+    bind = session.bind
+    if bind is not None and bind.dialect.name in _TRANSACTIONAL_LEVELS:
+        level = _TRANSACTIONAL_LEVELS[bind.dialect.name]
+        await session.connection(execution_options={"isolation_level": level})
+    session.info[_IN_TRANSACTION] = True
+    try:
+        yield
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        session.info.pop(_IN_TRANSACTION, None)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit what the session wrote, unless a :func:`transaction` holds it (that commits at its end)."""
+    if not session.info.get(_IN_TRANSACTION):
+        await session.commit()
 
 
 def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:

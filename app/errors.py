@@ -26,6 +26,7 @@ __all__ = (
     "PROBLEM_JSON",
     "DomainError",
     "FieldError",
+    "InvalidFieldError",
     "NotFoundError",
     "PreconditionFailedError",
     "ProblemDetails",
@@ -80,6 +81,16 @@ class DomainError(Exception):
         if detail is not None:
             self.detail = detail
         self.context = context
+
+
+class InvalidFieldError(DomainError):
+    """A well-formed value the domain refuses (a revision from the future, say): 422 naming the field."""
+
+    status_code = 422
+
+    def __init__(self, field: str, message: str, source: FieldSource = "query") -> None:
+        super().__init__("1 field is invalid.")
+        self.field_error = FieldError(field=field, message=message, source=source)
 
 
 class NotFoundError(DomainError):
@@ -167,6 +178,8 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 
 def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
+    if isinstance(exc, InvalidFieldError):
+        return _validation_response([exc.field_error])
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
     return problem_response(exc.status_code, exc.detail, headers=headers)
 

@@ -7,14 +7,17 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, false, text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, LargeBinary, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = (
     "DESCRIPTION_MAX_LENGTH",
+    "IDEMPOTENCY_KEY_MAX_LENGTH",
     "TITLE_MAX_LENGTH",
     "USER_ID_MAX_LENGTH",
+    "IdempotencyKey",
     "Task",
+    "TaskTombstone",
     "User",
     "utcnow",
 )
@@ -24,6 +27,7 @@ DESCRIPTION_MAX_LENGTH = 1000
 USER_ID_MAX_LENGTH = 255
 EMAIL_MAX_LENGTH = 320
 NAME_MAX_LENGTH = 255
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 
 def utcnow() -> datetime:
@@ -45,6 +49,12 @@ class User(DefaultBase):
     # How many tasks the user has: kept by database triggers on every insert and delete of a task (migration
     # 0003), so no code path can let it drift. The quota check on create reads it under this row's lock.
     task_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # The user's latest revision: every write to one of their tasks takes the next one, stamped by triggers
+    # (migration 0004) in the writing statement itself. The change feed reads it as "where you are now".
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The highest revision of a tombstone purged so far: a change feed asked for changes since an older
+    # revision may have missed a deletion, so it answers 410 and the client syncs again from 0.
+    purged_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class Task(DefaultBase):
@@ -61,6 +71,8 @@ class Task(DefaultBase):
         # The list's orderings: newest first by default, with id as the tie-breaker that keeps paging stable.
         Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
         Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
+        # The change feed: the owner's tasks changed after a revision.
+        Index("ix_tasks_user_id_revision", "user_id", "revision"),
         # The search (`q`, ILIKE '%…%') on PostgreSQL: trigram indexes (pg_trgm). SQLite scans the owner's rows,
         # at most MAX_TASKS_PER_USER of them.
         Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
@@ -83,3 +95,38 @@ class Task(DefaultBase):
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), default=utcnow)
     # Bumped by every change; the ETag clients send back in If-Match to avoid overwriting each other.
     version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    # The owner's revision at this task's last change (stamped by triggers, see User.revision).
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+class TaskTombstone(DefaultBase):
+    """What is left of a deleted task for the change feed: written by a trigger on every task delete, purged
+    after SYNC_TOMBSTONE_RETENTION_DAYS."""
+
+    __tablename__ = "task_tombstones"
+    __table_args__ = (
+        Index("ix_task_tombstones_user_id_revision", "user_id", "revision"),
+        Index("ix_task_tombstones_deleted_at", "deleted_at"),
+    )
+
+    task_id: Mapped[UUID] = mapped_column(GUID(length=16), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey(User.id, ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+
+
+class IdempotencyKey(DefaultBase):
+    """A write made with an ``Idempotency-Key``: the request's fingerprint and the response it got, stored in
+    the write's own transaction so a retry replays it instead of writing again."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey(User.id, ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(IDEMPOTENCY_KEY_MAX_LENGTH), primary_key=True)
+    # SHA-256 (hex) of method, path and body: the same key with another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int]
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)

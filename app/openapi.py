@@ -31,6 +31,7 @@ _DESCRIPTIONS = {
     403: "The token is valid but its subject is not the `user_id` in the path.",
     404: "No such task for this user (another user's task is reported the same way).",
     409: "The user already holds `MAX_TASKS_PER_USER` tasks (10 000 by default); nothing was written.",
+    410: "`since` is older than the oldest tombstone kept (SYNC_TOMBSTONE_RETENTION_DAYS): sync again from 0.",
     412: "`If-Match` does not match the task's current ETag: it changed since it was read. Nothing was changed.",
     413: "The request body is larger than 64 KiB.",
     415: "The request body is not `application/json`.",

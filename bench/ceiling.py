@@ -29,6 +29,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 COLUMNS = "id, user_id, title, description, completed, created_at, updated_at, version"
+#: What a task response shows: the columns written plus the revision the database's trigger stamps.
+RETURNED = f"{COLUMNS}, revision"
 ORDER = {
     "created_at": "created_at ASC, id ASC",
     "-created_at": "created_at DESC, id DESC",
@@ -64,6 +66,7 @@ def task_out(row: asyncpg.Record) -> TaskRead:
         completed=row["completed"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        revision=row["revision"],
     )
 
 
@@ -131,7 +134,7 @@ class Ceiling:
             task_id = uuid.UUID(parts[3])
             if len(parts) == 4 and method == "GET":
                 row = await connection.fetchrow(
-                    f"SELECT {COLUMNS} FROM tasks WHERE user_id = $1 AND id = $2", principal.id, task_id
+                    f"SELECT {RETURNED} FROM tasks WHERE user_id = $1 AND id = $2", principal.id, task_id
                 )
                 return one(row)
             if len(parts) == 4 and method == "PUT":
@@ -145,7 +148,7 @@ class Ceiling:
             if len(parts) == 5 and method == "PATCH":
                 row = await connection.fetchrow(
                     "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1 "
-                    f"WHERE user_id = $1 AND id = $2 RETURNING {COLUMNS}",
+                    f"WHERE user_id = $1 AND id = $2 RETURNING {RETURNED}",
                     principal.id,
                     task_id,
                     datetime.now(UTC),
@@ -177,7 +180,7 @@ class Ceiling:
             return 200, b"[]", {"x-total-count": str(total)}
         # The service's SQL: a deferred join, the page's ids from the index first, then their rows.
         rows = await connection.fetch(
-            f"SELECT {', '.join(f'tasks.{c}' for c in COLUMNS.split(', '))} FROM tasks JOIN "
+            f"SELECT {', '.join(f'tasks.{c}' for c in RETURNED.split(', '))} FROM tasks JOIN "
             f"(SELECT id FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3) AS page "
             f"ON tasks.id = page.id WHERE tasks.user_id = $1 ORDER BY {order}",
             owner,
@@ -192,7 +195,7 @@ class Ceiling:
         data = msgspec.json.decode(body, type=TaskIn)
         now = datetime.now(UTC)
         row = await connection.fetchrow(
-            f"INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, 1) RETURNING {COLUMNS}",
+            f"INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, 1) RETURNING {RETURNED}",
             uuid.uuid4(),
             owner,
             data.title,
@@ -211,7 +214,7 @@ class Ceiling:
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(values, start=4))
         row = await connection.fetchrow(
             f"UPDATE tasks SET {assignments}{', ' if values else ''}updated_at = $3, version = version + 1 "
-            f"WHERE user_id = $1 AND id = $2 RETURNING {COLUMNS}",
+            f"WHERE user_id = $1 AND id = $2 RETURNING {RETURNED}",
             owner,
             task_id,
             datetime.now(UTC),

@@ -30,6 +30,9 @@ TASK_OPERATIONS = {
     "UpdateTask": "PUT",
     "DeleteTask": "DELETE",
     "ToggleTaskCompletion": "PATCH",
+    "ListTaskChanges": "GET",
+    "SetAllTasksCompleted": "PATCH",
+    "DeleteCompletedTasks": "DELETE",
 }
 
 
@@ -51,6 +54,12 @@ headers = {{ Authorization = "Bearer {account.token}" }}
 [checks.positive_data_acceptance]
 # A well-formed If-Match that names another version is refused by design (412): the API's optimistic locking.
 expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "ListTaskChanges"
+# A `since` of the right form from the future (past the user's latest revision) is refused by design (422), and
+# one older than the tombstones kept is 410: the client syncs again from 0.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "410", "422", "429", "5xx"]
 """
 
 

@@ -118,7 +118,7 @@ async def test_errors_of_the_api_routes_the_framework_answers_are_problems(
 ) -> None:
     too_large = b'{"title": "' + b"x" * (64 * 1024) + b'"}'
     responses = [
-        (await client.patch(alice.tasks_url(), headers=alice.headers), 405),
+        (await client.put(alice.tasks_url(), headers=alice.headers), 405),
         (await client.post(alice.tasks_url(), content=too_large, headers=alice.headers), 413),
         (
             await client.post(
@@ -188,8 +188,9 @@ async def test_allow_names_head_wherever_get_is_allowed(client: httpx.AsyncClien
     expected = [
         ("OPTIONS", "/health", "GET, HEAD, OPTIONS"),
         ("DELETE", "/health", "GET, HEAD, OPTIONS"),  # 405
-        ("OPTIONS", alice.tasks_url(), "GET, HEAD, OPTIONS, POST"),
-        ("PATCH", alice.tasks_url(), "GET, HEAD, OPTIONS, POST"),  # 405
+        ("OPTIONS", alice.tasks_url(), "DELETE, GET, HEAD, OPTIONS, PATCH, POST"),
+        ("PUT", alice.tasks_url(), "DELETE, GET, HEAD, OPTIONS, PATCH, POST"),  # 405
+        ("OPTIONS", alice.tasks_url("changes"), "GET, HEAD, OPTIONS"),
         ("OPTIONS", task_url, "DELETE, GET, HEAD, OPTIONS, PUT"),
         ("OPTIONS", f"{task_url}/complete", "OPTIONS, PATCH"),
     ]

@@ -288,7 +288,8 @@ async def test_an_offset_beyond_any_list_is_422_not_a_database_error(client: htt
 
 async def test_options_requests_are_answered_not_failed(client: httpx.AsyncClient, alice: Account) -> None:
     expected = {
-        alice.tasks_url(): "GET, HEAD, OPTIONS, POST",
+        alice.tasks_url(): "DELETE, GET, HEAD, OPTIONS, PATCH, POST",
+        alice.tasks_url("changes"): "GET, HEAD, OPTIONS",
         alice.tasks_url("e3e70682-c209-1cac-a29f-6fbed82c07cd"): "DELETE, GET, HEAD, OPTIONS, PUT",
         alice.tasks_url("e3e70682-c209-1cac-a29f-6fbed82c07cd", "complete"): "OPTIONS, PATCH",
     }

@@ -26,6 +26,10 @@ from app.config import Settings
 
 __all__ = (
     "AUTH_FAILURES",
+    "CHANGE_FEED_REQUESTS",
+    "EVENTS_SENT",
+    "EVENT_STREAMS_OPEN",
+    "IDEMPOTENT_REPLAYS",
     "JWKS_REFRESHES",
     "METRICS_PATH",
     "RATE_LIMITED",
@@ -46,6 +50,18 @@ POOL_IN_USE = Gauge(
 )
 POOL_SIZE = Gauge(
     f"{PREFIX}_db_pool_connections_max", "Database connections the pool may hold", multiprocess_mode="livesum"
+)
+
+# Sync (issue 12): the change feed, the live event streams and idempotent retries.
+CHANGE_FEED_REQUESTS = Counter(
+    f"{PREFIX}_change_feed_requests_total", "Change feed pages served, by outcome", ["outcome"]
+)
+EVENT_STREAMS_OPEN = Gauge(
+    f"{PREFIX}_event_streams_open", "Server-sent event streams open now", multiprocess_mode="livesum"
+)
+EVENTS_SENT = Counter(f"{PREFIX}_events_sent_total", "Server-sent events written to streams, by event type", ["event"])
+IDEMPOTENT_REPLAYS = Counter(
+    f"{PREFIX}_idempotent_replays_total", "Requests answered from a stored Idempotency-Key response"
 )
 
 

@@ -15,16 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Principal
 from app.config import Settings
+from app.errors import InvalidFieldError
 from app.etags import etag_for, if_match_versions, if_none_match_holds
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.repository import TaskRow
 from app.tasks.schemas import (
     NO_NUL_PATTERN,
     SEARCH_MAX_LENGTH,
+    ChangeFeed,
+    CompletionChange,
     StrictJSON,
     TaskCreate,
     TaskRead,
+    TasksDeleted,
     TaskSort,
+    TasksUpdated,
     TaskUpdate,
 )
 from app.tasks.service import TaskService
@@ -34,6 +39,16 @@ __all__ = ("TaskController",)
 
 #: Far beyond any real list, and well inside the 64-bit OFFSET both databases take.
 MAX_OFFSET = 2_147_483_647
+#: Far beyond any user's revisions, and exact in a JavaScript number (and in a JSON Schema bound read as a double).
+MAX_REVISION = 2**53 - 1
+Since = Annotated[
+    int,
+    QueryParameter(
+        ge=0,
+        le=MAX_REVISION,
+        description="The `revision` of the last response applied; 0 for a full sync (every live task).",
+    ),
+]
 ETAG_HEADER = ResponseHeader(
     name="ETag",
     description="The task's version; send it back in `If-Match` to update safely.",
@@ -130,6 +145,61 @@ class TaskController(Controller):
         # request path: a user id may hold any character, and nothing after the commit may fail.
         location = f"{request.scope.get('root_path', '')}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
         return _task_response(task, status_code=201, headers={"Location": location})
+
+    @get(
+        "/changes",
+        operation_id="ListTaskChanges",
+        summary="Changes since a revision",
+        responses=problem_responses(401, 403, 410, 422, 429, 503),
+    )
+    async def list_changes(
+        self,
+        tasks: NamedDependency[TaskService],
+        since: Since = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Most changes in one page.")] = 1000,
+    ) -> ChangeFeed:
+        """The caller's changes after `since`, oldest first, each task once in its latest state; deletions as
+        tombstones. Send the response's `revision` as the next `since`; while `has_more`, ask again at once."""
+        return await tasks.changes(since, limit)
+
+    @patch(
+        "/",
+        operation_id="SetAllTasksCompleted",
+        summary="Complete or reopen every task",
+        dto=StrictJSON[CompletionChange],
+        return_dto=None,
+        responses=problem_responses(401, 403, 413, 415, 422, 429, 503),
+    )
+    async def set_all_completed(
+        self, tasks: NamedDependency[TaskService], data: JSONBody[CompletionChange]
+    ) -> TasksUpdated:
+        """Set `completed` on every task of the caller ("toggle all"), in one atomic statement. Tasks already so
+        are left alone; each changed task takes a revision of its own and appears in the change feed."""
+        return await tasks.set_all_completed(data.completed)
+
+    @delete(
+        "/",
+        operation_id="DeleteCompletedTasks",
+        summary="Delete completed tasks",
+        status_code=200,
+        responses=problem_responses(401, 403, 422, 429, 503),
+    )
+    async def delete_completed(
+        self,
+        tasks: NamedDependency[TaskService],
+        completed: Annotated[
+            bool,
+            QueryParameter(
+                description="Must be `true`: only completed tasks are ever deleted in bulk.",
+                schema_extra={"enum": [True]},
+            ),
+        ],
+    ) -> TasksDeleted:
+        """Delete the caller's completed tasks ("clear completed") in one atomic statement; each leaves a
+        tombstone in the change feed. Without `completed=true`, 422: never everything by accident."""
+        if not completed:
+            raise InvalidFieldError("completed", "Only completed=true is accepted: bulk delete clears completed tasks.")
+        return await tasks.delete_completed()
 
     @get(
         "/{task_id:str}",

@@ -13,6 +13,11 @@ Its statements differ from the generic repository methods on purpose (measured i
   query itself for a page of tasks, and nothing here needs a unit of work;
 - each write is a single statement (``UPDATE … RETURNING``, ``DELETE … RETURNING``, ``INSERT … RETURNING``),
   atomic on its own, so the engine runs in autocommit and no request spends round trips on BEGIN/COMMIT.
+
+Revisions (the change feed's order) are stamped by triggers (migration 0004), which lock the owner's row. Every
+write therefore locks that row *first*, before any task row (the ``EXISTS (… FOR UPDATE)`` below runs as a
+one-time filter ahead of the scan): with one lock order for all writes, a bulk statement and a single-task write
+of one user queue behind each other instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -36,22 +41,31 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
+    null,
     or_,
     select,
+    true,
+    type_coerce,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 
-from app.models import Task, User
+from app.db import transaction
+from app.models import Task, TaskTombstone, User
 
-__all__ = ("TaskRepository", "TaskRow", "escape_like")
+__all__ = ("ChangeRow", "TaskRepository", "TaskRow", "escape_like")
 
 TaskRow = Row[Any]
-"""A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version``."""
+"""A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version, revision``."""
+ChangeRow = Row[Any]
+"""A change feed row: ``op`` (``upsert``/``delete``), the task's columns (only ``id`` for a delete), ``deleted_at``."""
 
 _TABLE = cast("Table", Task.__table__)
 _USERS = cast("Table", User.__table__)
+_TOMBSTONES = cast("Table", TaskTombstone.__table__)
 _C = _TABLE.c
 _OWNER: Final = bindparam("owner", type_=_C.user_id.type)
 _ID: Final = bindparam("task_id", type_=_C.id.type)
@@ -75,6 +89,11 @@ def escape_like(text: str) -> str:
 
 def _owned(*criteria: ColumnElement[bool]) -> tuple[ColumnElement[bool], ...]:
     return (_C.user_id == _OWNER, *criteria)
+
+
+def _owner_locked() -> ColumnElement[bool]:
+    """Lock the owner's row before any task row (see the module docstring); SQLite has no row locks to order."""
+    return select(_USERS.c.id).where(_USERS.c.id == _OWNER).with_for_update().exists()
 
 
 @cache
@@ -109,6 +128,47 @@ def _page(completed: bool, search: bool, sort: str) -> tuple[Select[Any], Select
     return count, page
 
 
+@cache
+def _changes() -> Select[Any]:
+    """The owner's changes after ``:since`` (tombstones only when ``:since`` > 0), oldest first, with the
+    owner's revision and ``purged_through`` on every row, all read in one statement and so one snapshot.
+
+    A left join from the owner's row, so an owner without changes still gets one row (with a null ``op``).
+    """
+    since: BindParameter[int] = bindparam("since", type_=_C.revision.type)
+    tombstone = _TOMBSTONES.c
+    # Typed, so that each backend's result processing (SQLite's text timestamps) applies to the union's column.
+    no_deletion = type_coerce(null(), tombstone.deleted_at.type).label("deleted_at")
+    upserts = select(literal("upsert").label("op"), *_C, no_deletion).where(*_owned(_C.revision > since))
+    tombstone = _TOMBSTONES.c
+    deletes = select(
+        literal("delete"),
+        tombstone.task_id,
+        tombstone.user_id,
+        *(null() for _ in ("title", "description", "completed", "created_at", "updated_at", "version")),
+        tombstone.revision,
+        tombstone.deleted_at,
+    ).where(tombstone.user_id == _OWNER, tombstone.revision > since, since > 0)
+    changes = union_all(upserts, deletes).subquery("changes")
+    return (
+        select(_USERS.c.revision.label("owner_revision"), _USERS.c.purged_through, *changes.c)
+        .select_from(_USERS.outerjoin(changes, true()))
+        .where(_USERS.c.id == _OWNER)
+        .order_by(changes.c.revision)
+        .limit(bindparam("limit"))
+    )
+
+
+@cache
+def _live_through() -> Select[Any]:
+    """The owner's live tasks with a revision in ``(:since, :through]``, oldest first."""
+    return (
+        select(*_C)
+        .where(*_owned(_C.revision > bindparam("since"), _C.revision <= bindparam("through")))
+        .order_by(_C.revision)
+    )
+
+
 #: The columns a create names, in the order of the values selected for them below.
 _INSERTED = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at", "version")
 
@@ -136,8 +196,8 @@ def _task_count() -> Select[Any]:
 
 
 def _versioned(conditional: bool, *criteria: ColumnElement[bool]) -> tuple[ColumnElement[bool], ...]:
-    """The owner's task ``:task_id``, at one of ``:versions`` when the write is conditional."""
-    return _owned(_C.id == _ID, *criteria, *([_C.version.in_(_VERSIONS)] if conditional else []))
+    """The owner's task ``:task_id``, at one of ``:versions`` when the write is conditional; owner row first."""
+    return _owned(_owner_locked(), _C.id == _ID, *criteria, *([_C.version.in_(_VERSIONS)] if conditional else []))
 
 
 @cache
@@ -163,6 +223,23 @@ def _remove(conditional: bool) -> ReturningDelete[Any]:
     return delete(_TABLE).where(*_versioned(conditional)).returning(_C.id)
 
 
+@cache
+def _set_all_completed() -> ReturningUpdate[Any]:
+    """Set ``completed`` on every task of the owner that differs: a task already so is not a change."""
+    value: BindParameter[bool] = bindparam("completed", type_=_C.completed.type)
+    return _bumped(update(_TABLE).where(*_owned(_owner_locked(), _C.completed != value)).values(completed=value))
+
+
+@cache
+def _remove_completed() -> ReturningDelete[Any]:
+    return delete(_TABLE).where(*_owned(_owner_locked(), _C.completed == true())).returning(_C.id)
+
+
+@cache
+def _owner_revision() -> Select[Any]:
+    return select(_USERS.c.revision).where(_USERS.c.id == _OWNER)
+
+
 class TaskRepository:
     """One owner's task rows. Writes take ``versions``: the write applies only to a task at one of them
     (``None``: at any version), in the same statement, so of concurrent writers holding one ETag exactly one wins."""
@@ -180,6 +257,36 @@ class TaskRepository:
     async def find(self, task_id: UUID) -> TaskRow | None:
         """The owner's task with this id."""
         return (await self._run(_find(), {"owner": self.owner_id, "task_id": task_id})).first()
+
+    async def _write(self, statement: Executable, params: dict[str, Any]) -> TaskRow | None:
+        """Run a single-task write; the row as written, with the revision its trigger stamped.
+
+        PostgreSQL's triggers set the revision before the row is written, so ``RETURNING`` shows it. SQLite's
+        can only stamp the row after the fact, and its ``RETURNING`` reports the row as first written: there the
+        row is read again, in one transaction with the write so that no other write comes between.
+        """
+        if self._dialect() != "sqlite":
+            return (await self._run(statement, params)).first()
+        async with transaction(self.session):
+            task = (await self._run(statement, params)).first()
+            return None if task is None else await self.find(task.id)
+
+    def _dialect(self) -> str:
+        bind = self.session.bind
+        return "" if bind is None else bind.dialect.name
+
+    async def changes(self, since: int, limit: int) -> tuple[Sequence[ChangeRow], int, int]:
+        """Up to ``limit`` changes after revision ``since`` (plus one, to tell whether more follow), oldest
+        first; with the owner's revision and ``purged_through`` from the same snapshot."""
+        rows = (await self._run(_changes(), {"owner": self.owner_id, "since": since, "limit": limit + 1})).all()
+        if not rows:
+            raise LookupError(self.owner_id)
+        owner_revision, purged_through = int(rows[0].owner_revision), int(rows[0].purged_through)
+        return [row for row in rows if row.op is not None], owner_revision, purged_through
+
+    async def live_through(self, since: int, through: int) -> Sequence[TaskRow]:
+        """The owner's live tasks with a revision after ``since`` and at most ``through``, oldest first."""
+        return (await self._run(_live_through(), {"owner": self.owner_id, "since": since, "through": through})).all()
 
     async def page(
         self, *, completed: bool | None, search: str | None, sort: str, limit: int, offset: int
@@ -200,7 +307,7 @@ class TaskRepository:
         """Insert one of the owner's tasks (``values`` names every column but ``user_id``) and return it;
         ``None`` when nothing was inserted (see :meth:`task_count` for why)."""
         params = {f"new_{name}": value for name, value in values.items()}
-        return (await self._run(_insert(), {**params, "owner": self.owner_id, "max_tasks": max_tasks})).first()
+        return await self._write(_insert(), {**params, "owner": self.owner_id, "max_tasks": max_tasks})
 
     async def task_count(self) -> int | None:
         """How many tasks the owner holds; ``None`` when the owner has no user row."""
@@ -213,16 +320,30 @@ class TaskRepository:
         """Set ``fields`` (column name to value) on the task; the task as written, or ``None`` if none was."""
         params: dict[str, Any] = {f"new_{name}": value for name, value in fields.items()}
         params.update(self._target(task_id, versions), updated_at=updated_at)
-        return (await self._run(_update(frozenset(fields), versions is not None), params)).first()
+        return await self._write(_update(frozenset(fields), versions is not None), params)
 
     async def toggle(self, task_id: UUID, updated_at: datetime, versions: frozenset[int] | None) -> TaskRow | None:
         """Flip ``completed``; the task as written, or ``None`` if none was."""
         params = {**self._target(task_id, versions), "updated_at": updated_at}
-        return (await self._run(_toggle(versions is not None), params)).first()
+        return await self._write(_toggle(versions is not None), params)
 
     async def remove(self, task_id: UUID, versions: frozenset[int] | None) -> bool:
         """Delete the task; whether a row went."""
         return (await self._run(_remove(versions is not None), self._target(task_id, versions))).first() is not None
+
+    async def set_all_completed(self, completed: bool, updated_at: datetime) -> int:
+        """Set ``completed`` on each of the owner's tasks not already so, in one statement; how many changed.
+        Call inside a transaction: :meth:`revision` after it reads the revision the last of them took."""
+        params = {"owner": self.owner_id, "completed": completed, "updated_at": updated_at}
+        return len((await self._run(_set_all_completed(), params)).all())
+
+    async def remove_completed(self) -> int:
+        """Delete the owner's completed tasks in one statement; how many went (see :meth:`set_all_completed`)."""
+        return len((await self._run(_remove_completed(), {"owner": self.owner_id})).all())
+
+    async def revision(self) -> int:
+        """The owner's current revision."""
+        return int((await self._run(_owner_revision(), {"owner": self.owner_id})).scalar_one())
 
     def _target(self, task_id: UUID, versions: frozenset[int] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"owner": self.owner_id, "task_id": task_id}

@@ -19,11 +19,18 @@ __all__ = (
     "NO_NUL_PATTERN",
     "PATTERN_EXPLANATIONS",
     "SEARCH_MAX_LENGTH",
+    "ChangeFeed",
+    "CompletionChange",
     "StrictJSON",
+    "TaskChange",
     "TaskCreate",
+    "TaskDeletion",
     "TaskRead",
     "TaskSort",
     "TaskUpdate",
+    "TaskUpsert",
+    "TasksDeleted",
+    "TasksUpdated",
 )
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -94,6 +101,8 @@ class TaskRead(msgspec.Struct, kw_only=True):
     completed: bool
     created_at: datetime
     updated_at: datetime
+    revision: int
+    """The owner's revision at this task's last change (the change feed's order)."""
 
     @classmethod
     def from_row(cls, task: Any) -> TaskRead:
@@ -106,7 +115,55 @@ class TaskRead(msgspec.Struct, kw_only=True):
             completed=task.completed,
             created_at=task.created_at,
             updated_at=task.updated_at,
+            revision=task.revision,
         )
+
+
+class TaskUpsert(msgspec.Struct, kw_only=True, tag="upsert", tag_field="op"):
+    """A task created or changed: its state as of ``revision`` (the latest; each task appears once)."""
+
+    revision: int
+    task: TaskRead
+
+
+class TaskDeletion(msgspec.Struct, kw_only=True, tag="delete", tag_field="op"):
+    """A task deleted at ``revision`` (a tombstone, kept SYNC_TOMBSTONE_RETENTION_DAYS)."""
+
+    revision: int
+    id: UUID
+    deleted_at: datetime
+
+
+TaskChange = TaskUpsert | TaskDeletion
+
+
+class ChangeFeed(msgspec.Struct, kw_only=True):
+    """Changes after ``since``, oldest first. Send ``revision`` as the next ``since``; ``has_more``: ask again
+    at once for the next page."""
+
+    changes: list[TaskChange]
+    revision: int
+    has_more: bool
+
+
+class CompletionChange(msgspec.Struct, kw_only=True):
+    """Set ``completed`` on every task of the caller ("toggle all")."""
+
+    completed: bool
+
+
+class TasksUpdated(msgspec.Struct, kw_only=True):
+    """How many tasks a bulk update changed (tasks already so are not changes) and the revision it reached."""
+
+    updated: int
+    revision: int
+
+
+class TasksDeleted(msgspec.Struct, kw_only=True):
+    """How many tasks a bulk delete removed and the revision it reached."""
+
+    deleted: int
+    revision: int
 
 
 def _refuse_duplicate_keys(body: bytes) -> None:

@@ -14,12 +14,32 @@ from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import DomainError, NotFoundError, PreconditionFailedError
+from app.db import commit, transaction
+from app.errors import DomainError, InvalidFieldError, NotFoundError, PreconditionFailedError
 from app.models import utcnow
-from app.tasks.repository import TaskRepository, TaskRow
-from app.tasks.schemas import TaskCreate, TaskSort, TaskUpdate
+from app.tasks.repository import ChangeRow, TaskRepository, TaskRow
+from app.tasks.schemas import (
+    ChangeFeed,
+    TaskChange,
+    TaskCreate,
+    TaskDeletion,
+    TaskRead,
+    TasksDeleted,
+    TaskSort,
+    TasksUpdated,
+    TaskUpdate,
+    TaskUpsert,
+)
 
-__all__ = ("TaskChangedError", "TaskNotFoundError", "TaskQuotaExceededError", "TaskService", "Versions")
+__all__ = (
+    "RevisionExpiredError",
+    "TaskChangedError",
+    "TaskNotFoundError",
+    "TaskQuotaExceededError",
+    "TaskService",
+    "Versions",
+    "change_from_row",
+)
 
 Versions = frozenset[int] | None
 """The versions a write may apply to (from ``If-Match``); ``None``: any."""
@@ -51,6 +71,23 @@ class TaskQuotaExceededError(DomainError):
             f"You have reached the limit of {limit} tasks per user (MAX_TASKS_PER_USER); "
             "delete tasks before creating more."
         )
+
+
+class RevisionExpiredError(DomainError):
+    """``since`` is older than the oldest tombstone kept: deletions after it may be gone from the feed."""
+
+    status_code = 410
+    detail = (
+        "Changes since this revision are no longer kept (tombstones live SYNC_TOMBSTONE_RETENTION_DAYS); "
+        "sync again from since=0."
+    )
+
+
+def change_from_row(row: ChangeRow) -> TaskChange:
+    """A change feed row as the change it describes."""
+    if row.op == "delete":
+        return TaskDeletion(revision=row.revision, id=row.id, deleted_at=row.deleted_at)
+    return TaskUpsert(revision=row.revision, task=TaskRead.from_row(row))
 
 
 class TaskService:
@@ -112,7 +149,7 @@ class TaskService:
             "version": 1,
         }
         task = await self.repository.insert(values, self.max_tasks)
-        await self.session.commit()
+        await commit(self.session)
         return task
 
     async def update(self, task_id: UUID, data: TaskUpdate, versions: Versions = None) -> TaskRow:
@@ -133,14 +170,49 @@ class TaskService:
         """Remove the owner's task with this id (only at ``versions``, if given)."""
         if not await self.repository.remove(task_id, versions):
             await self._missing_or_changed(task_id)
-        await self.session.commit()
+        await commit(self.session)
+
+    async def set_all_completed(self, completed: bool) -> TasksUpdated:
+        """Set ``completed`` on every task of the owner, in one statement; each changed task takes a revision."""
+        async with transaction(self.session):
+            updated = await self.repository.set_all_completed(completed, utcnow())
+            return TasksUpdated(updated=updated, revision=await self.repository.revision())
+
+    async def delete_completed(self) -> TasksDeleted:
+        """Delete the owner's completed tasks, in one statement; each leaves a tombstone with its revision."""
+        async with transaction(self.session):
+            deleted = await self.repository.remove_completed()
+            return TasksDeleted(deleted=deleted, revision=await self.repository.revision())
+
+    async def changes(self, since: int, limit: int) -> ChangeFeed:
+        """Up to ``limit`` changes after revision ``since``, oldest first; ``since=0``: every live task."""
+        rows, current, purged_through = await self.repository.changes(since, limit)
+        if since > current:
+            raise InvalidFieldError("since", f"No revision {since} yet: the latest is {current}.")
+        if 0 < since < purged_through:
+            raise RevisionExpiredError(since=str(since))
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        revision = rows[-1].revision if has_more else current
+        changes = [change_from_row(row) for row in rows]
+        if since == 0 and has_more and revision < purged_through:
+            # A full sync continued from an old revision would run into the 410 above. Finish every live task up
+            # to purged_through in this page instead: what lies between is only purged tombstones, of tasks
+            # deleted long before this sync began, which the client never had. Tasks changed since this page's
+            # first statement have moved past purged_through, and the next page brings them.
+            changes += [
+                TaskUpsert(revision=row.revision, task=TaskRead.from_row(row))
+                for row in await self.repository.live_through(revision, purged_through)
+            ]
+            revision = purged_through
+        return ChangeFeed(changes=changes, revision=revision, has_more=has_more)
 
     async def _written(self, task_id: UUID, task: TaskRow | None) -> TaskRow:
         # The version check is part of the same statement as the write, so of N concurrent writers holding
         # the same ETag exactly one succeeds; the others find no row at that version.
         if task is None:
             await self._missing_or_changed(task_id)
-        await self.session.commit()
+        await commit(self.session)
         return task
 
     async def _missing_or_changed(self, task_id: UUID) -> NoReturn:
