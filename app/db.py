@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = (
     "MIGRATION_LOCK_KEY",
     "MIGRATION_LOCK_TIMEOUT",
     "DatabaseUnreachableError",
+    "after_commit",
     "alchemy_config",
     "commit",
     "create_engine",
@@ -98,6 +99,8 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
 _TRANSACTIONAL_LEVELS = {"postgresql": "READ COMMITTED", "sqlite": "SERIALIZABLE"}
 #: Set in ``session.info`` while :func:`transaction` owns the session: :func:`commit` then leaves it open.
 _IN_TRANSACTION = "todo.in_transaction"
+#: Callbacks in ``session.info`` waiting for the session's writes to commit (see :func:`after_commit`).
+_AFTER_COMMIT = "todo.after_commit"
 
 
 @asynccontextmanager
@@ -122,8 +125,10 @@ async def transaction(session: AsyncSession) -> AsyncIterator[None]:
     session.info[_IN_TRANSACTION] = True
     try:
         yield
-        await session.commit()
+        session.info.pop(_IN_TRANSACTION, None)
+        await _commit_now(session)
     except BaseException:
+        session.info.pop(_AFTER_COMMIT, None)
         await session.rollback()
         raise
     finally:
@@ -133,7 +138,19 @@ async def transaction(session: AsyncSession) -> AsyncIterator[None]:
 async def commit(session: AsyncSession) -> None:
     """Commit what the session wrote, unless a :func:`transaction` holds it (that commits at its end)."""
     if not session.info.get(_IN_TRANSACTION):
-        await session.commit()
+        await _commit_now(session)
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Call ``callback`` once what the session has written is committed by :func:`commit` or :func:`transaction`
+    (never, if it rolls back): news of a write must not reach anyone before the write can be read."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
+
+
+async def _commit_now(session: AsyncSession) -> None:
+    await session.commit()
+    for callback in session.info.pop(_AFTER_COMMIT, ()):
+        callback()
 
 
 def _ping_idle_connections(engine: AsyncEngine, idle_seconds: float) -> None:

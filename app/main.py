@@ -124,6 +124,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.provisioner = provisioner
     app.state.readiness = ReadinessCache()
     app.state.concurrency = concurrency
+    # Told of each committed change of a user's tasks where the database cannot announce it (see TaskService).
+    app.state.announce_change = None
     finalize_schema(app)
     # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
     # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are

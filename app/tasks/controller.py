@@ -73,7 +73,11 @@ async def provide_tasks(
     """The owner's task service (the owner dependency has checked the path and provisioned the row)."""
     settings: Settings = request.app.state.settings
     return TaskService(
-        db_session, owner.id, max_tasks=settings.max_tasks_per_user, provision_owner_again=owner.provision_again
+        db_session,
+        owner.id,
+        max_tasks=settings.max_tasks_per_user,
+        provision_owner_again=owner.provision_again,
+        announce=request.app.state.announce_change,
     )
 
 

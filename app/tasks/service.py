@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import commit, transaction
+from app.db import after_commit, commit, transaction
 from app.errors import DomainError, InvalidFieldError, NotFoundError, PreconditionFailedError
 from app.models import utcnow
 from app.tasks.repository import ChangeRow, TaskRepository, TaskRow
@@ -100,11 +100,21 @@ class TaskService:
         *,
         max_tasks: int,
         provision_owner_again: Callable[[], Awaitable[None]],
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         self.session = session
+        self.owner_id = owner_id
         self.max_tasks = max_tasks
         self.provision_owner_again = provision_owner_again
+        self.announce = announce
         self.repository = TaskRepository(session, owner_id)
+
+    def _changed(self) -> None:
+        """The owner's tasks changed: once committed, tell ``announce`` (PostgreSQL's triggers announce changes
+        themselves, with NOTIFY; the embedded SQLite has no such thing and is told here)."""
+        if self.announce is not None:
+            announce, owner_id = self.announce, self.owner_id
+            after_commit(self.session, lambda: announce(owner_id))
 
     async def list(
         self,
@@ -149,6 +159,8 @@ class TaskService:
             "version": 1,
         }
         task = await self.repository.insert(values, self.max_tasks)
+        if task is not None:
+            self._changed()
         await commit(self.session)
         return task
 
@@ -170,18 +182,23 @@ class TaskService:
         """Remove the owner's task with this id (only at ``versions``, if given)."""
         if not await self.repository.remove(task_id, versions):
             await self._missing_or_changed(task_id)
+        self._changed()
         await commit(self.session)
 
     async def set_all_completed(self, completed: bool) -> TasksUpdated:
         """Set ``completed`` on every task of the owner, in one statement; each changed task takes a revision."""
         async with transaction(self.session):
             updated = await self.repository.set_all_completed(completed, utcnow())
+            if updated:
+                self._changed()
             return TasksUpdated(updated=updated, revision=await self.repository.revision())
 
     async def delete_completed(self) -> TasksDeleted:
         """Delete the owner's completed tasks, in one statement; each leaves a tombstone with its revision."""
         async with transaction(self.session):
             deleted = await self.repository.remove_completed()
+            if deleted:
+                self._changed()
             return TasksDeleted(deleted=deleted, revision=await self.repository.revision())
 
     async def changes(self, since: int, limit: int) -> ChangeFeed:
@@ -212,6 +229,7 @@ class TaskService:
         # the same ETag exactly one succeeds; the others find no row at that version.
         if task is None:
             await self._missing_or_changed(task_id)
+        self._changed()
         await commit(self.session)
         return task
 
