@@ -25,10 +25,19 @@ __all__ = (
 
 #: Methods a page on an allowed origin may use (HEAD is served wherever GET is).
 CORS_ALLOWED_METHODS: Final[tuple[Method, ...]] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-#: Request headers it may send; ``X-Request-ID`` lets it correlate its requests with the service's logs.
-CORS_ALLOWED_HEADERS = ("Authorization", "Content-Type", "If-Match", "If-None-Match", "X-Request-ID")
-#: Response headers its scripts may read.
-CORS_EXPOSED_HEADERS = ("X-Total-Count", "Location", "ETag", "X-Request-ID")
+#: Request headers it may send; ``X-Request-ID`` lets it correlate its requests with the service's logs,
+#: ``Idempotency-Key`` makes a retried write apply once, ``Last-Event-ID`` resumes an event stream.
+CORS_ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "If-Match",
+    "If-None-Match",
+    "X-Request-ID",
+    "Idempotency-Key",
+    "Last-Event-ID",
+)
+#: Response headers its scripts may read (``Idempotent-Replayed``: this answer is a stored one, nothing written).
+CORS_EXPOSED_HEADERS = ("X-Total-Count", "Location", "ETag", "X-Request-ID", "Idempotent-Replayed")
 #: Seconds a browser may reuse a granted preflight.
 CORS_MAX_AGE_SECONDS = 600
 

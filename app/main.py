@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -27,6 +28,7 @@ from app.observability.metrics import instrument_pool, metrics_controller, prome
 from app.observability.request_log import log_requests, structlog_plugin
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
+from app.retention import RetentionJob, purge_tombstones
 from app.tasks.controller import TaskController
 from app.tasks.schemas import PATTERN_EXPLANATIONS
 from app.users.service import UserProvisioner
@@ -59,6 +61,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = alchemy_config(settings)
     cors = cors_config(settings.cors_origins)
     instrument_pool(database.get_engine(), settings.database_pool_size + settings.database_max_overflow)
+    retention = RetentionJob(
+        database.create_session_maker(),
+        [(purge_tombstones, timedelta(days=settings.sync_tombstone_retention_days))],
+        interval=settings.sync_purge_interval_seconds,
+    )
 
     async def tune_garbage_collection() -> None:
         # Everything built so far (routes, schemas, SQLAlchemy metadata) lives as long as the process: out of
@@ -115,8 +122,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cors_config=cors,
         openapi_config=openapi_config(_app_version(), docs),
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
-        on_startup=[warm_up_keys, tune_garbage_collection],
-        on_shutdown=[close_resources],
+        on_startup=[warm_up_keys, tune_garbage_collection, retention.start],
+        on_shutdown=[retention.stop, close_resources],
         debug=False,
     )
     app.state.settings = settings

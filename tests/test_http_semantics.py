@@ -259,14 +259,13 @@ async def test_refused_oversized_requests_do_not_count_against_the_rate_limit(
 async def test_a_preflight_from_the_frontend_is_granted_the_headers_it_sends(
     client: httpx.AsyncClient, alice: Account
 ) -> None:
-    response = await client.options(
-        alice.tasks_url(), headers=preflight(method="POST", headers="authorization, content-type, x-request-id")
-    )
+    sent = "authorization, content-type, x-request-id, idempotency-key, last-event-id, if-match"
+    response = await client.options(alice.tasks_url(), headers=preflight(method="POST", headers=sent))
 
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == FRONTEND
     allowed = set(response.headers["access-control-allow-headers"].lower().split(", "))
-    assert {"authorization", "content-type", "x-request-id"} <= allowed
+    assert set(sent.split(", ")) <= allowed
 
 
 async def test_a_browser_may_read_the_headers_the_frontend_needs(client: httpx.AsyncClient, alice: Account) -> None:
@@ -274,7 +273,7 @@ async def test_a_browser_may_read_the_headers_the_frontend_needs(client: httpx.A
 
     assert response.headers["access-control-allow-origin"] == FRONTEND
     exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
-    assert {"x-request-id", "x-total-count", "location", "etag"} <= exposed
+    assert {"x-request-id", "x-total-count", "location", "etag", "idempotent-replayed"} <= exposed
 
 
 async def test_cors_does_not_grant_other_origins(client: httpx.AsyncClient, alice: Account) -> None:
