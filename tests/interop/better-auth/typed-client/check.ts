@@ -111,6 +111,38 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
   const completed: boolean = toggled.data.completed;
   etag = header<TaskHeaders>(toggled.response, "ETag");
 
+  // SetAllTasksCompleted ("toggle all") and DeleteCompletedTasks ("clear completed")
+  const all = await api.PATCH("/api/{user_id}/tasks", { params: user, body: { completed: true } });
+  if (all.error) {
+    throw new ApiProblem(all.error);
+  }
+  const cleared = await api.DELETE("/api/{user_id}/tasks", { params: { ...user, query: { completed: true } } });
+  if (cleared.error) {
+    throw new ApiProblem(cleared.error);
+  }
+  const bulk: number = all.data.updated + cleared.data.deleted + cleared.data.revision;
+
+  // ListTaskChanges: a full sync, then nothing new since the revision it reached; `op` tells the changes apart
+  const replica = new Map<string, Task>();
+  let since = 0;
+  for (;;) {
+    const feed = await api.GET("/api/{user_id}/tasks/changes", { params: { ...user, query: { since, limit: 100 } } });
+    if (feed.error) {
+      throw new ApiProblem(feed.error);
+    }
+    for (const change of feed.data.changes) {
+      if (change.op === "upsert") {
+        replica.set(change.task.id, change.task);
+      } else {
+        replica.delete(change.id);
+      }
+    }
+    since = feed.data.revision;
+    if (!feed.data.has_more) {
+      break;
+    }
+  }
+
   // DeleteTask
   const deleted = await api.DELETE("/api/{user_id}/tasks/{task_id}", {
     params: { ...one, header: { "If-Match": etag } },
@@ -119,5 +151,5 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
     throw new ApiProblem(deleted.error);
   }
 
-  return location.length + tasks.length + total + Number(completed);
+  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since;
 }
