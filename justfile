@@ -82,6 +82,10 @@ lock:
 bench *args: install
     {{ python }} -m bench.run {{ args }}
 
+# Sync under load: 1 000 idle event streams on one process (memory, pooled connections), event delivery across two instances
+bench-sync *args: install
+    {{ python }} -m bench.sync {{ args }}
+
 # One user's burst of searches against another user's reads (before/after the issue-10 fixes); figures in docs/benchmarks.md
 bench-fairness *args: install
     {{ python }} -m bench.fairness {{ args }}

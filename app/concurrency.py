@@ -19,12 +19,15 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from app.auth.tokens import Principal
 
-__all__ = ("UserConcurrencyLimiter", "UserConcurrencyMiddleware")
+__all__ = ("EXEMPT_FROM_CONCURRENCY_LIMIT", "UserConcurrencyLimiter", "UserConcurrencyMiddleware")
 
 #: How long a request over the bound waits for one of its user's requests to finish.
 WAIT_SECONDS = 2.0
 #: Requests of one user waiting at once; more are refused at once rather than parked.
 MAX_WAITING = 64
+#: The ``opt`` key of routes whose requests take no slot: a live event stream lasts as long as its token and holds
+#: no database connection while it idles (app/sync/), so counting it would lock its user out of the API.
+EXEMPT_FROM_CONCURRENCY_LIMIT = "exempt_from_concurrency_limit"
 
 
 class _Line:
@@ -103,6 +106,8 @@ class UserConcurrencyLimiter:
 class UserConcurrencyMiddleware(ASGIMiddleware):
     """Holds one of the authenticated user's slots for the whole request; anonymous requests pass through
     (they are answered 401 by the guard without touching the database)."""
+
+    exclude_opt_key = EXEMPT_FROM_CONCURRENCY_LIMIT
 
     def __init__(self, limiter: UserConcurrencyLimiter) -> None:
         self.limiter = limiter

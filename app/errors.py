@@ -75,6 +75,8 @@ class DomainError(Exception):
     status_code: int = 400
     detail: str = "The request cannot be processed."
     audit_event: ClassVar[str | None] = None
+    #: Seconds after which a retry may succeed, sent as ``Retry-After`` (``None``: no such promise).
+    retry_after_seconds: ClassVar[int | None] = None
 
     def __init__(self, detail: str | None = None, **context: str) -> None:
         super().__init__(detail or self.detail)
@@ -112,6 +114,7 @@ class ServiceUnavailableError(DomainError):
 
     status_code = 503
     detail = "The service is temporarily unavailable; retry shortly."
+    retry_after_seconds = RETRY_AFTER_SECONDS
 
 
 def problem_response(
@@ -180,7 +183,8 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
     if isinstance(exc, InvalidFieldError):
         return _validation_response([exc.field_error])
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if exc.status_code == 503 else None
+    retry_after = exc.retry_after_seconds or (RETRY_AFTER_SECONDS if exc.status_code == 503 else None)
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
     return problem_response(exc.status_code, exc.detail, headers=headers)
 
 

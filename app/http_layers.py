@@ -16,6 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from app.errors import FieldError, problem_response
 
 __all__ = (
+    "HEAD_REQUEST",
     "MAX_REQUEST_HEADERS",
     "MAX_REQUEST_HEADER_BYTES",
     "MAX_REQUEST_TARGET_BYTES",
@@ -87,6 +88,10 @@ def limit_request_headers(
     return limited
 
 
+#: Set in ``scope["state"]`` of a HEAD request that :func:`answer_head_like_get` routes as a GET.
+HEAD_REQUEST = "todo.head_request"
+
+
 def answer_head_like_get(app: ASGIApp) -> ASGIApp:
     """Serve ``HEAD`` wherever ``GET`` is served (RFC 9110 §9.3.2): the GET response, headers and all, no body.
 
@@ -102,12 +107,17 @@ def answer_head_like_get(app: ASGIApp) -> ASGIApp:
 
         async def without_body(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # The server frames the response by the scope's method: told HEAD again, it sends no body framing
+                # (a response without Content-Length, such as an event stream, would otherwise be chunked).
+                scope["method"] = "HEAD"
                 await send(message)
             elif not message.get("more_body", False):
                 # The last body message (or a file the server would send itself) ends the response, empty.
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         scope["method"] = "GET"
+        # Said in the scope for a response that never ends by itself (an event stream): it answers the head alone.
+        scope.setdefault("state", {})[HEAD_REQUEST] = True
         try:
             await app(scope, receive, without_body)
         finally:

@@ -21,6 +21,7 @@ from app.errors import exception_handlers
 from app.headers import docs_csp, security_headers_hook
 from app.health import HealthController, ReadinessCache
 from app.http_layers import answer_head_like_get, limit_request_headers
+from app.idempotency import purge_expired_keys
 from app.observability.audit import configure_audit_logging
 from app.observability.failures import record_failure
 from app.observability.logging import stdlib_logging_config
@@ -29,6 +30,7 @@ from app.observability.request_log import log_requests, structlog_plugin
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
 from app.retention import RetentionJob, purge_tombstones
+from app.sync import LiveEvents
 from app.tasks.controller import TaskController
 from app.tasks.schemas import PATTERN_EXPLANATIONS
 from app.users.service import UserProvisioner
@@ -61,9 +63,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     database = alchemy_config(settings)
     cors = cors_config(settings.cors_origins)
     instrument_pool(database.get_engine(), settings.database_pool_size + settings.database_max_overflow)
+    live_events = LiveEvents(settings, database)
     retention = RetentionJob(
         database.create_session_maker(),
-        [(purge_tombstones, timedelta(days=settings.sync_tombstone_retention_days))],
+        [
+            (purge_tombstones, timedelta(days=settings.sync_tombstone_retention_days)),
+            # Each key carries its own expiry (IDEMPOTENCY_KEY_RETENTION_HOURS from its write): no further wait.
+            (purge_expired_keys, timedelta(0)),
+        ],
         interval=settings.sync_purge_interval_seconds,
     )
 
@@ -96,7 +103,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     app = Litestar(
         route_handlers=[HealthController, TaskController, docs_assets_router(), metrics_controller(settings)],
-        plugins=[SQLAlchemyPlugin(config=database), structlog_plugin(settings, stdlib_logging_config(settings))],
+        # Live events after the database: their streams end before its pool closes.
+        plugins=[
+            SQLAlchemyPlugin(config=database),
+            structlog_plugin(settings, stdlib_logging_config(settings)),
+            live_events,
+        ],
         # Order matters: the metrics see every routed request; authentication identifies the caller, then the
         # limiter counts the request against that identity (or the client address), then the user's requests
         # in flight are bounded, then the guard answers 401 or 403 before any handler runs.
@@ -131,8 +143,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.provisioner = provisioner
     app.state.readiness = ReadinessCache()
     app.state.concurrency = concurrency
-    # Told of each committed change of a user's tasks where the database cannot announce it (see TaskService).
-    app.state.announce_change = None
+    # Told of each committed change of a user's tasks where the database cannot announce it (see TaskService):
+    # the live event hub on SQLite; None on PostgreSQL, whose NOTIFY reaches every process.
+    app.state.announce_change = live_events.announce_change
     finalize_schema(app)
     # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
     # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from http import HTTPStatus
 
 from litestar import Litestar
@@ -30,12 +31,21 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, expired or otherwise invalid bearer token (see `WWW-Authenticate`).",
     403: "The token is valid but its subject is not the `user_id` in the path.",
     404: "No such task for this user (another user's task is reported the same way).",
-    409: "The user already holds `MAX_TASKS_PER_USER` tasks (10 000 by default); nothing was written.",
-    410: "`since` is older than the oldest tombstone kept (SYNC_TOMBSTONE_RETENTION_DAYS): sync again from 0.",
+    409: (
+        "The user already holds `MAX_TASKS_PER_USER` tasks (10 000 by default), or a request with this "
+        "`Idempotency-Key` is still being processed (retry later); nothing was written."
+    ),
+    410: (
+        "`since` (or `Last-Event-ID`) is older than the oldest tombstone kept (SYNC_TOMBSTONE_RETENTION_DAYS): "
+        "sync again from 0."
+    ),
     412: "`If-Match` does not match the task's current ETag: it changed since it was read. Nothing was changed.",
     413: "The request body is larger than 64 KiB.",
     415: "The request body is not `application/json`.",
-    422: "The request is invalid; `errors` names each offending field.",
+    422: (
+        "The request is invalid; `errors` names each offending field (the `Idempotency-Key` header when it is "
+        "malformed, or was used for a different request)."
+    ),
     429: "Too many requests from this user (or, without a valid token, this address); see `Retry-After`.",
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
 }
@@ -49,6 +59,7 @@ HEADER_SCHEMAS = {
     "X-Total-Count": Schema(type=OpenAPIType.INTEGER, minimum=0),
     "Retry-After": Schema(type=OpenAPIType.INTEGER, minimum=0),
     "WWW-Authenticate": Schema(type=OpenAPIType.STRING),
+    "Idempotent-Replayed": Schema(type=OpenAPIType.STRING, enum=["true"]),
 }
 
 #: The header each of these problem statuses always carries, which its description tells the client to read.
@@ -59,12 +70,13 @@ _PROBLEM_HEADERS = {
 }
 
 
-def problem_responses(*statuses: int) -> dict[int, ResponseSpec]:
-    """Document these error statuses with the problem-details schema."""
+def problem_responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> dict[int, ResponseSpec]:
+    """Document these error statuses with the problem-details schema; ``descriptions`` words some of them for
+    the one operation (what a 503 of an event stream means, say)."""
     return {
         status: ResponseSpec(
             data_container=ProblemDetails,
-            description=_DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
+            description=(descriptions or {}).get(status) or _DESCRIPTIONS.get(status, HTTPStatus(status).phrase),
             media_type=PROBLEM_JSON,
             generate_examples=False,
         )

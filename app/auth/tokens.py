@@ -148,6 +148,13 @@ class TokenVerifier:
         self._remember(token, principal, claims, key)
         return principal
 
+    def seconds_left(self, token: str) -> float:
+        """Seconds until ``token``, just accepted by :meth:`verify`, stops being accepted (``exp`` plus the leeway),
+        for a response that outlives its request and must end with its token (an event stream). 0 for a token not
+        remembered (never accepted, or forgotten since)."""
+        remembered = self._verified.get(token)
+        return 0.0 if remembered is None else remembered.valid_until - self._clock()
+
     def _remember(self, token: str, principal: Principal, claims: dict[str, Any], key: VerificationKey | None) -> None:
         """Keep a verified token's outcome until it expires, so its next request skips the signature check."""
         if len(self._verified) >= MAX_REMEMBERED_TOKENS:

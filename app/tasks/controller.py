@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from datetime import timedelta
 from typing import Annotated, Any, cast
 from urllib.parse import quote
 from uuid import UUID
@@ -17,6 +19,14 @@ from app.auth import Principal
 from app.config import Settings
 from app.errors import InvalidFieldError
 from app.etags import etag_for, if_match_versions, if_none_match_holds
+from app.idempotency import (
+    IDEMPOTENCY_KEY_HEADER,
+    REPLAYED_HEADER,
+    Idempotency,
+    IdempotencyKeyHeader,
+    IdempotencyStore,
+    parse_key,
+)
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.repository import TaskRow
 from app.tasks.schemas import (
@@ -55,6 +65,11 @@ ETAG_HEADER = ResponseHeader(
     required=True,
     documentation_only=True,
 )
+REPLAYED = ResponseHeader(
+    name=REPLAYED_HEADER,
+    description="`true`: the stored response to an earlier request with this `Idempotency-Key`; nothing was written.",
+    documentation_only=True,
+)
 IfMatch = Annotated[
     str | None,
     HeaderParameter(
@@ -81,13 +96,37 @@ async def provide_tasks(
     )
 
 
+async def provide_idempotency(
+    request: Request[Principal, Any, Any],
+    tasks: NamedDependency[TaskService],
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> Idempotency:
+    """The write's ``Idempotency-Key`` (422 if malformed), kept with the owner's tasks in the task service's session,
+    so that the key and the write share one transaction. Built on ``tasks`` rather than beside it: Litestar resolves
+    sibling dependencies concurrently in a task group, a cost every write would pay (see app/users/owner.py)."""
+    key = None if idempotency_key is None else parse_key(request.headers.getall(IDEMPOTENCY_KEY_HEADER))
+    settings: Settings = request.app.state.settings
+    return Idempotency(
+        key,
+        request,
+        IdempotencyStore(tasks.session, tasks.owner_id),
+        retention=timedelta(hours=settings.idempotency_key_retention_hours),
+        lock_wait=Idempotency.lock_wait_for(settings.database_statement_timeout),
+        provision_owner_again=tasks.provision_owner_again,
+    )
+
+
 class TaskController(Controller):
     """``/api/{user_id}/tasks``: every handler works through ``tasks``, built on the path's owner (else 403)."""
 
     path = "/api/{user_id:str}/tasks"
     tags = ["Tasks"]
     security = [{BEARER_SCHEME: []}]
-    dependencies = {"owner": Provide(provide_owner), "tasks": Provide(provide_tasks)}
+    dependencies = {
+        "owner": Provide(provide_owner),
+        "tasks": Provide(provide_tasks),
+        "idempotency": Provide(provide_idempotency),
+    }
 
     @get(
         "/",
@@ -134,6 +173,7 @@ class TaskController(Controller):
         response_headers=[
             ResponseHeader(name="Location", description="URL of the new task.", required=True, documentation_only=True),
             ETAG_HEADER,
+            REPLAYED,
         ],
         responses=problem_responses(401, 403, 409, 413, 415, 422, 429, 503),
     )
@@ -141,14 +181,19 @@ class TaskController(Controller):
         self,
         request: Request[Principal, Any, Any],
         tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
         data: JSONBody[TaskCreate],
     ) -> Response[TaskRead]:
         """Create a task owned by the caller. `id`, `user_id` and timestamps in the body are ignored."""
-        task = await tasks.create(data)
-        # Built from the owner's id, percent-encoded as a path segment (RFC 3986 §3.3), never from the decoded
-        # request path: a user id may hold any character, and nothing after the commit may fail.
-        location = f"{request.scope.get('root_path', '')}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
-        return _task_response(task, status_code=201, headers={"Location": location})
+
+        async def create() -> Response[TaskRead]:
+            task = await tasks.create(data)
+            # Built from the owner's id, percent-encoded as a path segment (RFC 3986 §3.3), never from the decoded
+            # request path: a user id may hold any character, and nothing after the commit may fail.
+            location = f"{request.scope.get('root_path', '')}/api/{quote(task.user_id, safe='')}/tasks/{task.id}"
+            return _task_response(task, status_code=201, headers={"Location": location})
+
+        return await idempotency.respond(create)
 
     @get(
         "/changes",
@@ -172,25 +217,31 @@ class TaskController(Controller):
         summary="Complete or reopen every task",
         dto=StrictJSON[CompletionChange],
         return_dto=None,
-        responses=problem_responses(401, 403, 413, 415, 422, 429, 503),
+        response_headers=[REPLAYED],
+        responses=problem_responses(401, 403, 409, 413, 415, 422, 429, 503),
     )
     async def set_all_completed(
-        self, tasks: NamedDependency[TaskService], data: JSONBody[CompletionChange]
+        self,
+        tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
+        data: JSONBody[CompletionChange],
     ) -> TasksUpdated:
         """Set `completed` on every task of the caller ("toggle all"), in one atomic statement. Tasks already so
         are left alone; each changed task takes a revision of its own and appears in the change feed."""
-        return await tasks.set_all_completed(data.completed)
+        return await idempotency.respond(lambda: tasks.set_all_completed(data.completed))
 
     @delete(
         "/",
         operation_id="DeleteCompletedTasks",
         summary="Delete completed tasks",
         status_code=200,
-        responses=problem_responses(401, 403, 422, 429, 503),
+        response_headers=[REPLAYED],
+        responses=problem_responses(401, 403, 409, 422, 429, 503),
     )
     async def delete_completed(
         self,
         tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
         completed: Annotated[
             bool,
             QueryParameter(
@@ -203,7 +254,7 @@ class TaskController(Controller):
         tombstone in the change feed. Without `completed=true`, 422: never everything by accident."""
         if not completed:
             raise InvalidFieldError("completed", "Only completed=true is accepted: bulk delete clears completed tasks.")
-        return await tasks.delete_completed()
+        return await idempotency.respond(tasks.delete_completed)
 
     @get(
         "/{task_id:str}",
@@ -231,43 +282,58 @@ class TaskController(Controller):
         summary="Update a task",
         dto=StrictJSON[TaskUpdate],
         return_dto=None,
-        response_headers=[ETAG_HEADER],
-        responses=problem_responses(401, 403, 404, 412, 413, 415, 422, 429, 503),
+        response_headers=[ETAG_HEADER, REPLAYED],
+        responses=problem_responses(401, 403, 404, 409, 412, 413, 415, 422, 429, 503),
     )
     async def update_task(
         self,
         tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
         task_id: FromPath[UUID],
         data: JSONBody[TaskUpdate],
         if_match: IfMatch = None,
     ) -> Response[TaskRead]:
         """Change only the fields present in the body; `description: null` clears the description."""
-        return _task_response(await tasks.update(task_id, data, if_match_versions(if_match)))
+        return await idempotency.respond(lambda: _shown(tasks.update(task_id, data, if_match_versions(if_match))))
 
     @delete(
         "/{task_id:str}",
         operation_id="DeleteTask",
         summary="Delete a task",
-        responses=problem_responses(401, 403, 404, 412, 422, 429, 503),
+        response_headers=[REPLAYED],
+        responses=problem_responses(401, 403, 404, 409, 412, 422, 429, 503),
     )
     async def delete_task(
-        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
+        self,
+        tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
+        task_id: FromPath[UUID],
+        if_match: IfMatch = None,
     ) -> None:
         """Delete one of the caller's tasks; 204 with an empty body."""
-        await tasks.delete(task_id, if_match_versions(if_match))
+        return await idempotency.respond(lambda: tasks.delete(task_id, if_match_versions(if_match)))
 
     @patch(
         "/{task_id:str}/complete",
         operation_id="ToggleTaskCompletion",
         summary="Toggle completion",
-        response_headers=[ETAG_HEADER],
-        responses=problem_responses(401, 403, 404, 412, 422, 429, 503),
+        response_headers=[ETAG_HEADER, REPLAYED],
+        responses=problem_responses(401, 403, 404, 409, 412, 422, 429, 503),
     )
     async def toggle_task(
-        self, tasks: NamedDependency[TaskService], task_id: FromPath[UUID], if_match: IfMatch = None
+        self,
+        tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
+        task_id: FromPath[UUID],
+        if_match: IfMatch = None,
     ) -> Response[TaskRead]:
         """Flip `completed` and return the task."""
-        return _task_response(await tasks.toggle(task_id, if_match_versions(if_match)))
+        return await idempotency.respond(lambda: _shown(tasks.toggle(task_id, if_match_versions(if_match))))
+
+
+async def _shown(write: Awaitable[TaskRow]) -> Response[TaskRead]:
+    """The task a write returns, shown with its ETag."""
+    return _task_response(await write)
 
 
 def _task_response(task: TaskRow, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:

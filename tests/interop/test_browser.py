@@ -120,3 +120,43 @@ def test_the_docs_list_every_operation_without_leaving_loopback(page: Page, api_
     assert outside == []
     assert f"{api_server.url}/schema/assets/{SCALAR_BUNDLE}" in requested
     assert f"{api_server.url}/schema/openapi.json" in requested
+
+
+def open_scenario(page: Page, better_auth: BetterAuth, api_server: ApiServer, scenario: str, **query: str) -> Any:
+    """Open the frontend page on ``scenario`` and wait for its outcome (``window.__result``)."""
+    params = "&".join(
+        f"{name}={value}" for name, value in {"api": api_server.url, "scenario": scenario, **query}.items()
+    )
+    page.goto(f"{better_auth.origin}/app/?{params}")
+    page.wait_for_function("() => window.__result !== undefined", timeout=20_000)
+    result = page.evaluate("() => window.__result")
+    assert result["ok"], result
+    return result
+
+
+def test_a_tab_sees_a_change_made_in_another_tab_live(
+    browser: Browser, better_auth: BetterAuth, api_server: ApiServer
+) -> None:
+    context = browser.new_context()  # one browser profile: both tabs share the Better Auth session cookie
+    try:
+        listener, writer = context.new_page(), context.new_page()
+        signed_up = open_scenario(
+            writer, better_auth, api_server, "sign-up", email=f"tabs-{id(context)}@interop.example"
+        )
+        listening = open_scenario(listener, better_auth, api_server, "sync-listen")
+        written = open_scenario(writer, better_auth, api_server, "sync-write")
+
+        # Wait on the event itself (the stream delivers it within a second; the benchmark measures how fast).
+        listener.wait_for_function(
+            "(id) => window.__changes.some((change) => change.task?.id === id)", arg=written["id"], timeout=10_000
+        )
+        change = listener.evaluate("(id) => window.__changes.find((c) => c.task?.id === id)", written["id"])
+        replica = listener.evaluate("() => window.__replica()")
+    finally:
+        context.close()
+
+    assert listening["userId"] == written["userId"] == signed_up["userId"]
+    assert change["op"] == "upsert"
+    assert change["revision"] > listening["revision"]
+    assert [task["title"] for task in replica] == ["Made in another tab"]
+    print(f"\nanother tab's change seen after {change['seenAt'] - written['writtenAt']} ms")

@@ -2,7 +2,8 @@
 // then drives the Todo API with todoApi(). The Python test reads window.__result.
 import { createAuthClient } from "better-auth/client";
 import { jwtClient } from "better-auth/client/plugins";
-import { todoApi } from "./todo-api.js";
+import { todoApi, withRetries } from "./todo-api.js";
+import { todoSync } from "./todo-sync.js";
 
 export const authClient = createAuthClient({
   baseURL: window.location.origin, // the Better Auth server (in Next.js: your app's own origin)
@@ -15,9 +16,10 @@ async function getToken() {
   return data.token;
 }
 
+const params = new URLSearchParams(window.location.search);
+const apiUrl = params.get("api");
+
 async function run() {
-  const params = new URLSearchParams(window.location.search);
-  const apiUrl = params.get("api");
   const email = params.get("email");
   const signUp = await authClient.signUp.email({ email, password: "interop-password-1", name: "Browser User" });
   if (signUp.error) throw new Error(`sign-up failed: ${signUp.error.message}`);
@@ -39,7 +41,37 @@ async function run() {
   return { userId, steps };
 }
 
-run().then(
+// Two tabs of one signed-in user: "sync-listen" keeps a replica live, "sync-write" changes a task.
+async function listen() {
+  const { data: session } = await authClient.getSession();
+  const sync = todoSync(apiUrl, session.user.id, getToken, {
+    onChange: (change) => window.__changes.push({ ...change, seenAt: Date.now() }),
+  });
+  window.__changes = [];
+  window.__replica = () => [...sync.replica.values()];
+  await sync.pull();
+  await new Promise((resolve) => {
+    sync.live({ signal: new AbortController().signal, onOpen: resolve });
+  });
+  return { userId: session.user.id, revision: sync.revision };
+}
+
+async function write() {
+  const { data: session } = await authClient.getSession();
+  const api = todoApi(apiUrl, session.user.id, getToken);
+  const { task } = await withRetries((key) => api.create({ title: "Made in another tab" }, { idempotencyKey: key }));
+  return { userId: session.user.id, id: task.id, writtenAt: Date.now() };
+}
+
+async function signUpOnly() {
+  const email = params.get("email");
+  const signUp = await authClient.signUp.email({ email, password: "interop-password-1", name: "Browser User" });
+  if (signUp.error) throw new Error(`sign-up failed: ${signUp.error.message}`);
+  return { userId: signUp.data.user.id };
+}
+
+const scenarios = { crud: run, "sign-up": signUpOnly, "sync-listen": listen, "sync-write": write };
+scenarios[params.get("scenario") ?? "crud"]().then(
   (result) => { window.__result = { ok: true, ...result }; },
   (error) => { window.__result = { ok: false, error: String(error), problem: error.problem ?? null }; },
 );

@@ -2,12 +2,13 @@
 // `apiUrl` is where the Todo API is served; `getToken` returns a Better Auth JWT (see main.js).
 
 export function todoApi(apiUrl, userId, getToken) {
-  async function call(method, path = "", body) {
+  async function call(method, path = "", body, headers = {}) {
     const response = await fetch(`${apiUrl}/api/${encodeURIComponent(userId)}/tasks${path}`, {
       method,
       headers: {
         Authorization: `Bearer ${await getToken()}`,
         ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
@@ -24,9 +25,14 @@ export function todoApi(apiUrl, userId, getToken) {
       const response = await call("GET", `?${new URLSearchParams(query)}`);
       return { tasks: await response.json(), total: Number(response.headers.get("X-Total-Count")) };
     },
-    async create(task) {
-      const response = await call("POST", "", task);
-      return { task: await response.json(), location: response.headers.get("Location") };
+    async create(task, { idempotencyKey } = {}) {
+      const key = idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {};
+      const response = await call("POST", "", task, key);
+      return {
+        task: await response.json(),
+        location: response.headers.get("Location"),
+        replayed: response.headers.get("Idempotent-Replayed") === "true",
+      };
     },
     async update(id, changes) {
       return (await call("PUT", `/${id}`, changes)).json();
@@ -37,5 +43,27 @@ export function todoApi(apiUrl, userId, getToken) {
     async remove(id) {
       await call("DELETE", `/${id}`);
     },
+    async setAllCompleted(completed) {
+      return (await call("PATCH", "", { completed })).json(); // { updated, revision }
+    },
+    async clearCompleted() {
+      return (await call("DELETE", "?completed=true")).json(); // { deleted, revision }
+    },
   };
+}
+
+// A write that may be retried safely: one key for all attempts, so a retry after a timeout or a dropped
+// connection gets the first attempt's stored response (Idempotent-Replayed: true) instead of writing twice.
+export async function withRetries(write, { attempts = 4, delayMs = 500 } = {}) {
+  const key = crypto.randomUUID();
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await write(key);
+    } catch (error) {
+      const status = error.problem?.status;
+      const retriable = status === undefined || status === 409 || status === 429 || status >= 500;
+      if (!retriable || attempt === attempts) throw error;
+      await new Promise((resolve) => setTimeout(resolve, delayMs * attempt));
+    }
+  }
 }

@@ -60,13 +60,18 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
   }
 
   // CreateTask
-  const created = await api.POST("/api/{user_id}/tasks", { params: user, body: { title: "Buy milk" } });
+  // (the same Idempotency-Key on a retry gets this response back, Idempotent-Replayed, instead of a second task)
+  const created = await api.POST("/api/{user_id}/tasks", {
+    params: { ...user, header: { "Idempotency-Key": `create-${userId}-1` } },
+    body: { title: "Buy milk" },
+  });
   if (created.error) {
     const fields: string[] = (created.error.errors ?? []).map((error) => `${error.source} ${error.field}`);
     throw new ApiProblem({ ...created.error, detail: `${created.error.detail} ${fields.join(", ")}` });
   }
   const task: Task = created.data;
   const location: CreateHeaders["Location"] = header<CreateHeaders>(created.response, "Location");
+  const replayed: boolean = created.response.headers.get("Idempotent-Replayed") === "true";
   let etag: TaskHeaders["ETag"] = header<CreateHeaders>(created.response, "ETag");
 
   // ListTasks
@@ -143,6 +148,16 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
     }
   }
 
+  // StreamTaskEvents: live from the revision the feed reached (text/event-stream, read as a stream)
+  const events = await api.GET("/api/{user_id}/tasks/events", {
+    params: { ...user, header: { "Last-Event-ID": String(since) } },
+    parseAs: "stream",
+  });
+  if (events.error) {
+    throw new ApiProblem(events.error);
+  }
+  await events.data?.cancel();
+
   // DeleteTask
   const deleted = await api.DELETE("/api/{user_id}/tasks/{task_id}", {
     params: { ...one, header: { "If-Match": etag } },
@@ -151,5 +166,5 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
     throw new ApiProblem(deleted.error);
   }
 
-  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since;
+  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since + Number(replayed);
 }
