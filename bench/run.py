@@ -199,13 +199,19 @@ def process_tree(pid: int) -> list[int]:
 
 def peak_rss_mb(pid: int) -> float:
     """Sum of the peak resident set (VmHWM) of a server and its workers."""
+    return memory_mb(pid, "VmHWM")
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """Sum of one memory figure of ``/proc/<pid>/status`` (the current resident set by default) over a server
+    and its workers."""
     total_kb = 0
     for member in process_tree(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
             continue
-        if match := re.search(r"VmHWM:\s+(\d+) kB", status):
+        if match := re.search(rf"{field}:\s+(\d+) kB", status):
             total_kb += int(match.group(1))
     return round(total_kb / 1024, 1)
 

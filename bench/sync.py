@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import statistics
 import time
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ import httpx
 from app.config import Settings
 from app.db import upgrade_schema
 from bench.fairness import percentile
-from bench.run import ISSUER, RESULTS_DIR, log, process_tree, start_target
+from bench.run import ISSUER, RESULTS_DIR, log, memory_mb, start_target
 from bench.seed import connect, seed_users
 from tests.support.databases import create_database, drop_database
 from tests.support.issuer import JWKSServer, SigningKey, mint, new_key
@@ -41,19 +40,6 @@ from tests.support.servers import terminate, until
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 STREAMS_PER_USER = 5
-
-
-def rss_mb(pid: int) -> float:
-    """Current resident memory (VmRSS) of a server and its workers."""
-    total_kb = 0
-    for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        if match := re.search(r"VmRSS:\s+(\d+) kB", status):
-            total_kb += int(match.group(1))
-    return round(total_kb / 1024, 1)
 
 
 def metric(url: str, name: str) -> float:
@@ -83,12 +69,12 @@ async def idle_streams(url: str, pid: int, tokens: dict[str, str], streams: int,
     async with httpx.AsyncClient(base_url=url) as client:  # warm the process up as traffic would
         for user in users[:20]:
             await client.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {tokens[user]}"})
-    before = rss_mb(pid)
+    before = memory_mb(pid)
     opened = []
     for user in users:
         opened += await asyncio.gather(*(open_stream(url, user, tokens[user]) for _ in range(STREAMS_PER_USER)))
     await until(lambda: metric(url, "todo_api_event_streams_open") >= len(opened), "the streams did not all open")
-    after = rss_mb(pid)
+    after = memory_mb(pid)
     in_use = metric(url, "todo_api_db_pool_connections_in_use")
     connection = await connect(database_url)
     try:

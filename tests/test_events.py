@@ -10,6 +10,7 @@ whole responses), so every test talks to ``python -m app serve``: servers shared
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import uuid
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.db import create_engine, upgrade_schema
 from app.models import Task, User, utcnow
-from app.sync.listener import LISTENER_APPLICATION_NAME
+from app.sync.listener import LISTENER_APPLICATION_NAME, notify_payloads
 from tests.support.databases import scratch_postgres
 from tests.support.environment import service_environment
 from tests.support.factories import Account, create_task, new_user_id
@@ -611,3 +612,32 @@ async def streams_survive_losing_the_listener(
 
     assert [event.json()["task"]["id"] for event in events] == [str(unheard), *(t["id"] for t in [*written, heard])]
     assert "Traceback" not in server.log()
+
+
+async def test_a_change_nobody_announced_reaches_the_stream_at_its_next_heartbeat(
+    api: httpx.AsyncClient, db: AsyncEngine, alice: Account
+) -> None:
+    async with open_stream(api, events_url(alice), headers=alice.headers) as stream:
+        await stream.wait_until_open()
+        # Written behind the service's back, as by a process that died between its commit and its announcement.
+        now = utcnow()
+        async with db.begin() as connection:
+            await connection.execute(
+                insert(Task).values(
+                    id=uuid.uuid4(), user_id=alice.id, title="unannounced", completed=False, created_at=now,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+        (event,) = await stream.wait_for_events(1)
+
+    assert event.json()["task"]["title"] == "unannounced"
+
+
+def test_news_of_many_users_goes_out_in_notifications_within_the_payload_limit() -> None:
+    users = [f"user-{n:04d}-" + "x" * 40 for n in range(400)]
+
+    payloads = notify_payloads(users)
+
+    assert len(payloads) > 1
+    assert all(len(payload.encode()) < 8000 for payload in payloads)
+    assert [user for payload in payloads for user in json.loads(payload)] == users

@@ -79,6 +79,13 @@ async def random_writes(
             assert response.status_code == 200, response.text
 
 
+async def concurrent_writers(rng: random.Random, clients: list[httpx.AsyncClient], account: Account) -> None:
+    """``WRITERS`` clients writing at once, each its own history drawn from ``rng``."""
+    known: list[str] = []
+    histories = [random.Random(rng.random()) for _ in range(WRITERS)]  # noqa: S311 - seeded from the seed
+    await asyncio.gather(*(random_writes(history, clients, account, known) for history in histories))
+
+
 def apply(replica: Replica, changes: list[dict[str, Any]]) -> None:
     for change in changes:
         if change["op"] == "upsert":
@@ -111,10 +118,8 @@ async def test_a_replica_kept_from_the_feed_ends_identical_to_the_list(
 ) -> None:
     rng = random.Random(seed)  # noqa: S311 - a seeded history a failure names and replays, not a secret
     account = make_account()
-    known: list[str] = []
     replica: Replica = {}
-    histories = [random.Random(rng.random()) for _ in range(WRITERS)]  # noqa: S311 - seeded from the seed
-    writing = asyncio.gather(*(random_writes(history, clients, account, known) for history in histories))
+    writing = asyncio.ensure_future(concurrent_writers(rng, clients, account))
 
     since = 0
     while not writing.done():
@@ -131,15 +136,12 @@ async def test_a_replica_kept_from_the_feed_ends_identical_to_the_list(
 async def test_a_replica_kept_from_the_event_stream_ends_identical_to_the_list(
     clients: list[httpx.AsyncClient], make_account: Callable[..., Account], seed: int
 ) -> None:
-    rng = random.Random(seed)  # noqa: S311 - a seeded history a failure names and replays, not a secret
     account = make_account()
-    known: list[str] = []
     replica: Replica = {}
     # The stream on the last instance; on PostgreSQL the writes reach it through the other one too.
     async with open_stream(clients[-1], account.tasks_url("events"), headers=account.headers) as stream:
         await stream.wait_until_open()
-        histories = [random.Random(rng.random()) for _ in range(WRITERS)]  # noqa: S311 - seeded from the seed
-        await asyncio.gather(*(random_writes(history, clients, account, known) for history in histories))
+        await concurrent_writers(random.Random(seed), clients, account)  # noqa: S311 - seeded, replayable
         final = (
             await clients[0].get(account.tasks_url("changes"), params={"since": 0}, headers=account.headers)
         ).json()

@@ -1,8 +1,8 @@
 """Live events as one concern of the app: its route, its hub, where news of changes comes from, and its shutdown.
 
-News comes from PostgreSQL's NOTIFY through one :class:`~app.sync.listener.ChangeListener` per process, which
-hears every process's writes; the embedded SQLite cannot notify, so there :class:`~app.tasks.service.TaskService`
-tells the hub itself (``app.state.announce_change``), which suffices for its single process.
+The task service announces each committed change (``app.state.announce_change``). On PostgreSQL one
+:class:`~app.sync.listener.ChangeListener` per process wakes its own streams and tells the other processes through
+NOTIFY, hearing theirs in turn; the embedded SQLite is one process, so there the hub alone is told.
 
 On SIGTERM uvicorn stops accepting, then waits (up to its graceful timeout) for every open response before it runs
 the app's shutdown: a stream would hold it the whole time. So the plugin chains a handler in front of uvicorn's
@@ -51,10 +51,10 @@ class LiveEvents(InitPlugin):
         self._database = database
 
     @property
-    def announce_change(self) -> Callable[[str], None] | None:
-        """What the task service tells of each committed change: the hub, on SQLite; nothing on PostgreSQL, whose
-        triggers reach every process (this one included) through the listener."""
-        return self.hub.announce if self.listener is None else None
+    def announce_change(self) -> Callable[[str], None]:
+        """What the task service tells of each committed change: on PostgreSQL the listener, which wakes this
+        process's streams and tells the other processes; on SQLite (one process) the hub alone."""
+        return self.hub.announce if self.listener is None else self.listener.publish
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.append(EventController)

@@ -142,7 +142,10 @@ class EventStream:
             if ending is not None:
                 await self._finish(send, _ENDINGS[ending])
                 return
-            if woken:
+            # A heartbeat reads the feed too: a change whose news was lost (its process died between the commit and
+            # telling the others) reaches the stream within one heartbeat.
+            heartbeat = not woken and loop.time() >= last_write + self._heartbeat
+            if woken or heartbeat:
                 try:
                     feed = await self._read(cursor)
                 except Exception as exc:
@@ -153,7 +156,7 @@ class EventStream:
                     await self._write(send, encode_page(feed, cursor), feed.changes)
                     last_write = loop.time()
                 cursor, more = feed.revision, feed.has_more
-            elif loop.time() >= last_write + self._heartbeat:
+            if heartbeat and loop.time() >= last_write + self._heartbeat:
                 await self._write(send, _HEARTBEAT, [])
                 last_write = loop.time()
 
