@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -211,3 +212,28 @@ async def test_users_have_revisions_of_their_own(client: httpx.AsyncClient, alic
     assert task["revision"] == 1
     assert (await feed(client, bob))["revision"] == 1
     assert (await feed(client, alice))["revision"] == 2
+
+
+async def test_feed_requests_are_counted_by_kind(client: httpx.AsyncClient, db: AsyncEngine, alice: Account) -> None:
+    def counted() -> dict[str, float]:
+        return {
+            outcome: REGISTRY.get_sample_value("todo_api_change_feed_requests_total", {"outcome": outcome}) or 0.0
+            for outcome in ("full", "incremental", "expired")
+        }
+
+    await create_task(client, alice)
+    await create_task(client, alice)
+    async with db.begin() as connection:
+        await connection.execute(update(User).where(User.id == alice.id).values(purged_through=2))
+    before = counted()
+
+    await feed(client, alice, 0)
+    await feed(client, alice, 2)
+    await client.get(alice.tasks_url("changes"), params={"since": 1}, headers=alice.headers)
+
+    after = counted()
+    assert {outcome: after[outcome] - before[outcome] for outcome in after} == {
+        "full": 1,
+        "incremental": 1,
+        "expired": 1,
+    }

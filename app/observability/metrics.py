@@ -54,7 +54,9 @@ POOL_SIZE = Gauge(
 
 # Sync (issue 12): the change feed, the live event streams and idempotent retries.
 CHANGE_FEED_REQUESTS = Counter(
-    f"{PREFIX}_change_feed_requests_total", "Change feed pages served, by outcome", ["outcome"]
+    f"{PREFIX}_change_feed_requests_total",
+    "Change feed requests: full (since=0), incremental, or expired (410)",
+    ["outcome"],
 )
 EVENT_STREAMS_OPEN = Gauge(
     f"{PREFIX}_event_streams_open", "Server-sent event streams open now", multiprocess_mode="livesum"

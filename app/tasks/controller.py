@@ -27,6 +27,7 @@ from app.idempotency import (
     IdempotencyStore,
     parse_key,
 )
+from app.observability.metrics import CHANGE_FEED_REQUESTS
 from app.openapi import BEARER_SCHEME, problem_responses
 from app.tasks.repository import TaskRow
 from app.tasks.schemas import (
@@ -42,10 +43,14 @@ from app.tasks.schemas import (
     TasksUpdated,
     TaskUpdate,
 )
-from app.tasks.service import TaskService
+from app.tasks.service import RevisionExpiredError, TaskService
 from app.users.owner import Owner, provide_owner
 
 __all__ = ("TaskController",)
+
+_FEED_FULL = CHANGE_FEED_REQUESTS.labels(outcome="full")
+_FEED_INCREMENTAL = CHANGE_FEED_REQUESTS.labels(outcome="incremental")
+_FEED_EXPIRED = CHANGE_FEED_REQUESTS.labels(outcome="expired")
 
 #: Far beyond any real list, and well inside the 64-bit OFFSET both databases take.
 MAX_OFFSET = 2_147_483_647
@@ -209,7 +214,13 @@ class TaskController(Controller):
     ) -> ChangeFeed:
         """The caller's changes after `since`, oldest first, each task once in its latest state; deletions as
         tombstones. Send the response's `revision` as the next `since`; while `has_more`, ask again at once."""
-        return await tasks.changes(since, limit)
+        try:
+            feed = await tasks.changes(since, limit)
+        except RevisionExpiredError:
+            _FEED_EXPIRED.inc()
+            raise
+        (_FEED_FULL if since == 0 else _FEED_INCREMENTAL).inc()
+        return feed
 
     @patch(
         "/",
