@@ -7,7 +7,18 @@ from uuid import UUID, uuid4
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import GUID, DateTimeUTC
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, LargeBinary, String, false, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    SmallInteger,
+    String,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 __all__ = (
@@ -28,6 +39,9 @@ USER_ID_MAX_LENGTH = 255
 EMAIL_MAX_LENGTH = 320
 NAME_MAX_LENGTH = 255
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+POSITION_MAX_LENGTH = 64
+#: Where the positions of a user's tasks start (the integer part of a position: 18 digits, fixed width).
+FIRST_POSITION = 500_000_000_000_000_000
 
 
 def utcnow() -> datetime:
@@ -55,6 +69,10 @@ class User(DefaultBase):
     # The highest revision of a tombstone purged so far: a change feed asked for changes since an older
     # revision may have missed a deletion, so it answers 410 and the client syncs again from 0.
     purged_through: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The integer part of the owner's first task position: a new task goes just below it (migration 0005).
+    first_position: Mapped[int] = mapped_column(
+        BigInteger, default=FIRST_POSITION, server_default=text(str(FIRST_POSITION))
+    )
 
 
 class Task(DefaultBase):
@@ -73,6 +91,10 @@ class Task(DefaultBase):
         Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
         # The change feed: the owner's tasks changed after a revision.
         Index("ix_tasks_user_id_revision", "user_id", "revision"),
+        # The manual order: unique per owner, so two tasks can never share a place.
+        Index("ix_tasks_user_id_position", "user_id", "position", unique=True),
+        Index("ix_tasks_user_id_due_at", "user_id", "due_at", "id"),
+        Index("ix_tasks_user_id_priority", "user_id", "priority", "id"),
         # The search (`q`, ILIKE '%…%') on PostgreSQL: trigram indexes (pg_trgm). SQLite scans the owner's rows,
         # at most MAX_TASKS_PER_USER of them.
         Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
@@ -97,6 +119,11 @@ class Task(DefaultBase):
     version: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     # The owner's revision at this task's last change (stamped by triggers, see User.revision).
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    due_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True))
+    # 0 none, 1 low, 2 medium, 3 high: stored as a number so that it sorts in that order.
+    priority: Mapped[int] = mapped_column(SmallInteger, default=0, server_default=text("0"))
+    # The user's manual order (ascending): set by the insert trigger for a new task (first), by a move otherwise.
+    position: Mapped[str | None] = mapped_column(String(POSITION_MAX_LENGTH))
 
 
 class TaskTombstone(DefaultBase):

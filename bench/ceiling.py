@@ -22,15 +22,15 @@ from sqlalchemy.engine import make_url
 
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 from app.config import load_settings
-from app.tasks.schemas import TaskRead
+from app.tasks.schemas import PRIORITIES, TaskRead
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 COLUMNS = "id, user_id, title, description, completed, created_at, updated_at, version"
-#: What a task response shows: the columns written plus the revision the database's trigger stamps.
-RETURNED = f"{COLUMNS}, revision"
+#: What a task response shows: the columns written plus what the database's triggers and defaults fill in.
+RETURNED = f"{COLUMNS}, revision, due_at, priority, position"
 ORDER = {
     "created_at": "created_at ASC, id ASC",
     "-created_at": "created_at DESC, id DESC",
@@ -67,6 +67,9 @@ def task_out(row: asyncpg.Record) -> TaskRead:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         revision=row["revision"],
+        due_at=row["due_at"],
+        priority=PRIORITIES[row["priority"]],
+        position=row["position"],
     )
 
 

@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.models import utcnow
-from app.tasks.repository import TaskRepository
+from app.tasks.repository import TaskFilters, TaskRepository
 from tests.support.factories import Account, create_task
 
 
@@ -24,7 +24,7 @@ async def test_no_statement_of_a_users_repository_touches_another_users_task(
         updated = await alices.update(task_id, {"title": "x"}, utcnow(), None)
         toggled = await alices.toggle(task_id, utcnow(), None)
         removed = await alices.remove(task_id, None)
-        listed, total = await alices.page(completed=None, search=None, sort="-created_at", limit=10, offset=0)
+        listed, total = await alices.page(TaskFilters(), sort="-created_at", limit=10, offset=0, now=utcnow())
         await session.commit()
 
     assert (found, updated, toggled, removed) == (None, None, None, False)

@@ -15,7 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.models import Task
 from tests.support.factories import Account, TaskCreateFactory, create_task, new_user_id
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at", "revision"}
+TASK_FIELDS = {
+    "id", "user_id", "title", "description", "completed", "created_at", "updated_at", "revision", "due_at", "priority",
+    "position",
+}  # fmt: skip
 
 
 def parse_time(value: str) -> datetime:

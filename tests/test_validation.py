@@ -146,7 +146,7 @@ async def test_malformed_task_id_is_422_on_every_task_route(
         ("limit=1.5", "limit"),
         ("offset=-1", "offset"),
         ("offset=abc", "offset"),
-        ("sort=priority", "sort"),
+        ("sort=importance", "sort"),
         ("sort=created_at%3Bdrop", "sort"),
         ("sort=", "sort"),
         ("completed=maybe", "completed"),

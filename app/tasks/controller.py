@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 from urllib.parse import quote
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIFormat
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,12 +31,14 @@ from app.idempotency import (
 )
 from app.observability.metrics import CHANGE_FEED_REQUESTS
 from app.openapi import BEARER_SCHEME, problem_responses
-from app.tasks.repository import TaskRow
+from app.tasks.repository import TaskFilters, TaskRow
 from app.tasks.schemas import (
     NO_NUL_PATTERN,
+    PRIORITY_RANKS,
     SEARCH_MAX_LENGTH,
     ChangeFeed,
     CompletionChange,
+    Priority,
     StrictJSON,
     TaskCreate,
     TaskRead,
@@ -164,9 +168,32 @@ class TaskController(Controller):
         ] = "-created_at",
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")] = 1000,
         offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
+        due_before: Annotated[
+            str | None,
+            QueryParameter(
+                format=OpenAPIFormat.DATE_TIME, description="Only tasks due before this RFC 3339 date-time."
+            ),
+        ] = None,
+        due_after: Annotated[
+            str | None,
+            QueryParameter(format=OpenAPIFormat.DATE_TIME, description="Only tasks due after this RFC 3339 date-time."),
+        ] = None,
+        overdue: Annotated[
+            bool, QueryParameter(description="`true`: only tasks due in the past and not completed.")
+        ] = False,
+        priority: Annotated[Priority | None, QueryParameter(description="Only tasks of this priority.")] = None,
     ) -> Response[list[TaskRead]]:
-        """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total."""
-        rows, total = await tasks.list(completed=completed, search=q, sort=sort, limit=limit, offset=offset)
+        """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total.
+        Filters combine; tasks without a due date sort last by `due_at` in either direction."""
+        filters = TaskFilters(
+            completed=completed,
+            search=q,
+            due_before=_moment("due_before", due_before),
+            due_after=_moment("due_after", due_after),
+            overdue=overdue,
+            priority=None if priority is None else PRIORITY_RANKS[priority],
+        )
+        rows, total = await tasks.list(filters, sort=sort, limit=limit, offset=offset)
         return Response([TaskRead.from_row(row) for row in rows], headers={"X-Total-Count": str(total)})
 
     @post(
@@ -345,6 +372,20 @@ class TaskController(Controller):
 async def _shown(write: Awaitable[TaskRow]) -> Response[TaskRead]:
     """The task a write returns, shown with its ETag."""
     return _task_response(await write)
+
+
+def _moment(name: str, value: str | None) -> datetime | None:
+    """A query parameter read as RFC 3339 strictly (msgspec's parser): a date-time with its offset, or 422.
+    Litestar's own conversion would take ``0.5`` as a timestamp and a time without offset as local time."""
+    if value is None:
+        return None
+    try:
+        moment = msgspec.json.decode(msgspec.json.encode(value), type=datetime)
+    except msgspec.ValidationError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidFieldError(name, "Expected an RFC 3339 date-time with its offset, e.g. 2026-12-24T18:00:00Z.")
+    return moment
 
 
 def _task_response(task: TaskRow, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:

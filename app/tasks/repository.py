@@ -23,6 +23,7 @@ of one user queue behind each other instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any, Final, cast
@@ -39,6 +40,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     delete,
+    false,
     func,
     insert,
     literal,
@@ -56,7 +58,7 @@ from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
 from app.db import transaction
 from app.models import Task, TaskTombstone, User
 
-__all__ = ("ChangeRow", "TaskRepository", "TaskRow", "escape_like")
+__all__ = ("ChangeRow", "TaskFilters", "TaskRepository", "TaskRow", "escape_like")
 
 TaskRow = Row[Any]
 """A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version, revision``."""
@@ -79,6 +81,12 @@ _ORDERINGS: dict[str, tuple[ColumnElement[Any], ...]] = {
     # Alphabetical as people read it ("apple" before "Banana"), then by id so pages never overlap.
     "title": (func.lower(_C.title).asc(), _C.id.asc()),
     "-title": (func.lower(_C.title).desc(), _C.id.desc()),
+    "position": (_C.position.asc(), _C.id.asc()),
+    # Tasks without a due date last in both directions (NULLS LAST, spelt so that SQLite understands it too).
+    "due_at": (_C.due_at.is_(None).asc(), _C.due_at.asc(), _C.id.asc()),
+    "-due_at": (_C.due_at.is_(None).asc(), _C.due_at.desc(), _C.id.desc()),
+    "priority": (_C.priority.asc(), _C.id.asc()),
+    "-priority": (_C.priority.desc(), _C.id.desc()),
 }
 
 
@@ -101,20 +109,71 @@ def _find() -> Select[Any]:
     return select(*_C).where(*_owned(_C.id == _ID))
 
 
+@dataclass(frozen=True, kw_only=True)
+class TaskFilters:
+    """What a listing is narrowed to; ``None`` (or ``False``) leaves a filter out. They combine with AND."""
+
+    completed: bool | None = None
+    search: str | None = None
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    #: Due in the past (as of the listing's ``now``) and not completed.
+    overdue: bool = False
+    #: A priority's rank (0 none … 3 high).
+    priority: int | None = None
+
+    def shape(self) -> tuple[bool, ...]:
+        """Which filters are present: listings of one shape share one prebuilt statement."""
+        return (
+            self.completed is not None,
+            bool(self.search),
+            self.due_before is not None,
+            self.due_after is not None,
+            self.overdue,
+            self.priority is not None,
+        )
+
+    def params(self, now: datetime) -> dict[str, Any]:
+        """The bind parameters of this listing's statement."""
+        params: dict[str, Any] = {}
+        if self.completed is not None:
+            params["completed"] = self.completed
+        if self.search:
+            params["pattern"] = f"%{escape_like(self.search)}%"
+        if self.due_before is not None:
+            params["due_before"] = self.due_before
+        if self.due_after is not None:
+            params["due_after"] = self.due_after
+        if self.overdue:
+            params["now"] = now
+        if self.priority is not None:
+            params["priority"] = self.priority
+        return params
+
+
 @cache
-def _page(completed: bool, search: bool, sort: str) -> tuple[Select[Any], Select[Any]]:
+def _page(shape: tuple[bool, ...], sort: str) -> tuple[Select[Any], Select[Any]]:
     """The count and the page of a listing with these filters (each shape built once).
 
     The page is a deferred join: the ids of the page are found first, from the ``(user_id, <sort>, id)``
     index alone, then only those rows are read. A plain ``OFFSET 9950`` would read 9 950 rows from the table
     to throw them away; this skips them inside the index (docs/benchmarks.md has the figures).
     """
+    completed, search, due_before, due_after, overdue, priority = shape
     criteria = list(_owned())
     if completed:
         criteria.append(_C.completed == bindparam("completed"))
     if search:
         pattern: BindParameter[str] = bindparam("pattern")
         criteria.append(or_(_C.title.ilike(pattern, escape="\\"), _C.description.ilike(pattern, escape="\\")))
+    if due_before:
+        criteria.append(_C.due_at < bindparam("due_before", type_=_C.due_at.type))
+    if due_after:
+        criteria.append(_C.due_at > bindparam("due_after", type_=_C.due_at.type))
+    if overdue:
+        criteria += [_C.due_at < bindparam("now", type_=_C.due_at.type), _C.completed == false()]
+    if priority:
+        criteria.append(_C.priority == bindparam("priority", type_=_C.priority.type))
     count = select(func.count()).select_from(_TABLE).where(*criteria)
     ids = (
         select(_C.id)
@@ -140,13 +199,11 @@ def _changes() -> Select[Any]:
     # Typed, so that each backend's result processing (SQLite's text timestamps) applies to the union's column.
     no_deletion = type_coerce(null(), tombstone.deleted_at.type).label("deleted_at")
     upserts = select(literal("upsert").label("op"), *_C, no_deletion).where(*_owned(_C.revision > since))
-    tombstone = _TOMBSTONES.c
+    # A tombstone in the shape of a task row: its id, owner and revision, every other column null.
+    kept = {"id": tombstone.task_id, "user_id": tombstone.user_id, "revision": tombstone.revision}
     deletes = select(
         literal("delete"),
-        tombstone.task_id,
-        tombstone.user_id,
-        *(null() for _ in ("title", "description", "completed", "created_at", "updated_at", "version")),
-        tombstone.revision,
+        *(kept.get(column.name, null()) for column in _C),
         tombstone.deleted_at,
     ).where(tombstone.user_id == _OWNER, tombstone.revision > since, since > 0)
     changes = union_all(upserts, deletes).subquery("changes")
@@ -170,7 +227,18 @@ def _live_through() -> Select[Any]:
 
 
 #: The columns a create names, in the order of the values selected for them below.
-_INSERTED = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at", "version")
+_INSERTED = (
+    "id",
+    "user_id",
+    "title",
+    "description",
+    "completed",
+    "created_at",
+    "updated_at",
+    "version",
+    "due_at",
+    "priority",
+)
 
 
 @cache
@@ -289,15 +357,11 @@ class TaskRepository:
         return (await self._run(_live_through(), {"owner": self.owner_id, "since": since, "through": through})).all()
 
     async def page(
-        self, *, completed: bool | None, search: str | None, sort: str, limit: int, offset: int
+        self, filters: TaskFilters, *, sort: str, limit: int, offset: int, now: datetime
     ) -> tuple[Sequence[TaskRow], int]:
-        """One page of the owner's tasks and the number matching the filters."""
-        count, page = _page(completed is not None, bool(search), sort)
-        params: dict[str, Any] = {"owner": self.owner_id, "limit": limit, "offset": offset}
-        if completed is not None:
-            params["completed"] = completed
-        if search:
-            params["pattern"] = f"%{escape_like(search)}%"
+        """One page of the owner's tasks and the number matching the filters (``now``: what "overdue" means)."""
+        count, page = _page(filters.shape(), sort)
+        params: dict[str, Any] = {"owner": self.owner_id, "limit": limit, "offset": offset, **filters.params(now)}
         total = int((await self._run(count, params)).scalar_one())
         if total == 0 or offset >= total:
             return [], total

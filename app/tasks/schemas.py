@@ -18,9 +18,12 @@ from app.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
 __all__ = (
     "NO_NUL_PATTERN",
     "PATTERN_EXPLANATIONS",
+    "PRIORITIES",
+    "PRIORITY_RANKS",
     "SEARCH_MAX_LENGTH",
     "ChangeFeed",
     "CompletionChange",
+    "Priority",
     "StrictJSON",
     "TaskChange",
     "TaskCreate",
@@ -68,7 +71,31 @@ Description = Annotated[
         examples=["Two litres, semi-skimmed"],
     ),
 ]
-TaskSort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "title", "-title"]
+DueAt = Annotated[
+    datetime,
+    msgspec.Meta(
+        tz=True,
+        description="RFC 3339 date-time with an offset (a time without one is refused); returned in UTC.",
+        examples=["2026-12-24T18:00:00+01:00"],
+    ),
+]
+Priority = Literal["none", "low", "medium", "high"]
+#: Each priority as stored: a number, so that the database sorts them in this order.
+PRIORITY_RANKS: Mapping[str, int] = {"none": 0, "low": 1, "medium": 2, "high": 3}
+PRIORITIES: tuple[Priority, ...] = ("none", "low", "medium", "high")
+TaskSort = Literal[
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "title",
+    "-title",
+    "position",
+    "due_at",
+    "-due_at",
+    "priority",
+    "-priority",
+]
 
 
 class TaskCreate(msgspec.Struct, kw_only=True):
@@ -77,6 +104,8 @@ class TaskCreate(msgspec.Struct, kw_only=True):
     title: Title
     description: Description | None = None
     completed: bool = False
+    due_at: DueAt | None = None
+    priority: Priority = "none"
 
 
 class TaskUpdate(msgspec.Struct, kw_only=True):
@@ -85,10 +114,15 @@ class TaskUpdate(msgspec.Struct, kw_only=True):
     title: Title | msgspec.UnsetType = msgspec.UNSET
     description: Description | msgspec.UnsetType | None = msgspec.UNSET
     completed: bool | msgspec.UnsetType = msgspec.UNSET
+    due_at: DueAt | msgspec.UnsetType | None = msgspec.UNSET
+    priority: Priority | msgspec.UnsetType = msgspec.UNSET
 
     def changes(self) -> dict[str, Any]:
-        """The fields the client sent, by column name."""
-        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
+        """The fields the client sent, by column name, as stored (a priority as its rank)."""
+        sent = {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not msgspec.UNSET}
+        if "priority" in sent:
+            sent["priority"] = PRIORITY_RANKS[sent["priority"]]
+        return sent
 
 
 class TaskRead(msgspec.Struct, kw_only=True):
@@ -101,6 +135,10 @@ class TaskRead(msgspec.Struct, kw_only=True):
     completed: bool
     created_at: datetime
     updated_at: datetime
+    due_at: datetime | None
+    priority: Priority
+    position: str
+    """The task's place in the user's manual order (`sort=position`): compare as strings; set by the server."""
     revision: int
     """The owner's revision at this task's last change (the change feed's order)."""
 
@@ -115,6 +153,9 @@ class TaskRead(msgspec.Struct, kw_only=True):
             completed=task.completed,
             created_at=task.created_at,
             updated_at=task.updated_at,
+            due_at=task.due_at,
+            priority=PRIORITIES[task.priority],
+            position=task.position,
             revision=task.revision,
         )
 

@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import after_commit, commit, transaction
 from app.errors import DomainError, InvalidFieldError, NotFoundError, PreconditionFailedError
 from app.models import utcnow
-from app.tasks.repository import ChangeRow, TaskRepository, TaskRow
+from app.tasks.repository import ChangeRow, TaskFilters, TaskRepository, TaskRow
 from app.tasks.schemas import (
+    PRIORITY_RANKS,
     ChangeFeed,
     TaskChange,
     TaskCreate,
@@ -117,16 +118,10 @@ class TaskService:
             after_commit(self.session, lambda: announce(owner_id))
 
     async def list(
-        self,
-        *,
-        completed: bool | None = None,
-        search: str | None = None,
-        sort: TaskSort = "-created_at",
-        limit: int = 1000,
-        offset: int = 0,
+        self, filters: TaskFilters | None = None, *, sort: TaskSort = "-created_at", limit: int = 1000, offset: int = 0
     ) -> tuple[Sequence[TaskRow], int]:
         """One page of the owner's tasks and the number of tasks matching the filters."""
-        return await self.repository.page(completed=completed, search=search, sort=sort, limit=limit, offset=offset)
+        return await self.repository.page(filters or TaskFilters(), sort=sort, limit=limit, offset=offset, now=utcnow())
 
     async def get(self, task_id: UUID) -> TaskRow:
         """The owner's task with this id."""
@@ -157,6 +152,8 @@ class TaskService:
             "created_at": now,
             "updated_at": now,
             "version": 1,
+            "due_at": data.due_at,
+            "priority": PRIORITY_RANKS[data.priority],
         }
         task = await self.repository.insert(values, self.max_tasks)
         if task is not None:

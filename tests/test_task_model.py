@@ -1,0 +1,137 @@
+"""Due dates, priority and the manual order's keys: accepted strictly, stored, returned, sorted and filtered (issue
+13, first part), on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.factories import Account, create_task
+
+
+async def listed(client: httpx.AsyncClient, account: Account, **params: str) -> list[dict[str, Any]]:
+    response = await client.get(account.tasks_url(), params=params, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def titles(tasks: list[dict[str, Any]]) -> list[str]:
+    return [task["title"] for task in tasks]
+
+
+async def test_a_new_task_has_no_due_date_and_no_priority(client: httpx.AsyncClient, alice: Account) -> None:
+    task = await create_task(client, alice, title="plain")
+
+    assert task["due_at"] is None
+    assert task["priority"] == "none"
+    assert isinstance(task["position"], str)
+
+
+async def test_due_at_is_stored_with_its_offset_and_returned_in_utc(client: httpx.AsyncClient, alice: Account) -> None:
+    task = await create_task(client, alice, due_at="2026-12-24T18:00:00+01:00", priority="high")
+
+    assert task["due_at"] == "2026-12-24T17:00:00Z"
+    assert task["priority"] == "high"
+    fetched = (await client.get(alice.tasks_url(task["id"]), headers=alice.headers)).json()
+    assert (fetched["due_at"], fetched["priority"]) == ("2026-12-24T17:00:00Z", "high")
+
+
+async def test_update_changes_only_what_it_sends_and_null_clears_due_at(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    task = await create_task(client, alice, due_at="2026-12-24T17:00:00Z", priority="low")
+
+    reprioritised = await client.put(alice.tasks_url(task["id"]), json={"priority": "medium"}, headers=alice.headers)
+    cleared = await client.put(alice.tasks_url(task["id"]), json={"due_at": None}, headers=alice.headers)
+
+    assert (reprioritised.json()["priority"], reprioritised.json()["due_at"]) == ("medium", "2026-12-24T17:00:00Z")
+    assert (cleared.json()["priority"], cleared.json()["due_at"]) == ("medium", None)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": "t", "due_at": "2026-12-24T18:00:00"}, "due_at"),  # no offset
+        ({"title": "t", "due_at": "tomorrow"}, "due_at"),
+        ({"title": "t", "due_at": 1767000000}, "due_at"),
+        ({"title": "t", "priority": "urgent"}, "priority"),
+        ({"title": "t", "priority": 3}, "priority"),
+        ({"title": "t", "priority": None}, "priority"),
+    ],
+)
+async def test_a_naive_due_date_or_unknown_priority_is_422_naming_the_field(
+    client: httpx.AsyncClient, alice: Account, body: dict[str, Any], field: str
+) -> None:
+    response = await client.post(alice.tasks_url(), json=body, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == [field]
+
+
+async def test_new_tasks_go_first_in_the_manual_order(client: httpx.AsyncClient, alice: Account) -> None:
+    for title in ("first made", "second made", "third made"):
+        await create_task(client, alice, title=title)
+
+    assert titles(await listed(client, alice, sort="position")) == ["third made", "second made", "first made"]
+
+
+async def test_concurrent_creates_never_share_a_position(app_client: Any, jwks_server: Any, alice: Account) -> None:
+    async with app_client(jwks_server, max_concurrent_requests_per_user=32) as client:
+        await asyncio.gather(*(create_task(client, alice, title=f"t{n}") for n in range(24)))
+        positions = [task["position"] for task in await listed(client, alice, sort="position")]
+
+    assert len(set(positions)) == 24
+    assert positions == sorted(positions)
+
+
+async def test_due_at_sorts_put_undated_tasks_last_both_ways(client: httpx.AsyncClient, alice: Account) -> None:
+    await create_task(client, alice, title="undated")
+    await create_task(client, alice, title="late", due_at="2027-01-02T00:00:00Z")
+    await create_task(client, alice, title="soon", due_at="2027-01-01T00:00:00Z")
+
+    assert titles(await listed(client, alice, sort="due_at")) == ["soon", "late", "undated"]
+    assert titles(await listed(client, alice, sort="-due_at")) == ["late", "soon", "undated"]
+
+
+async def test_priority_sorts_in_its_own_order(client: httpx.AsyncClient, alice: Account) -> None:
+    for priority in ("medium", "none", "high", "low"):
+        await create_task(client, alice, title=priority, priority=priority)
+
+    assert titles(await listed(client, alice, sort="priority")) == ["none", "low", "medium", "high"]
+    assert titles(await listed(client, alice, sort="-priority")) == ["high", "medium", "low", "none"]
+
+
+async def test_due_and_priority_filters_combine_with_the_others(client: httpx.AsyncClient, alice: Account) -> None:
+    now = datetime.now(UTC)
+    past, future = (now - timedelta(days=1)).isoformat(), (now + timedelta(days=1)).isoformat()
+    await create_task(client, alice, title="overdue milk", due_at=past, priority="high", completed=False)
+    await create_task(client, alice, title="done milk", due_at=past, priority="high", completed=True)
+    await create_task(client, alice, title="later milk", due_at=future, priority="low", completed=False)
+    await create_task(client, alice, title="undated bread")
+
+    assert titles(await listed(client, alice, overdue="true")) == ["overdue milk"]
+    assert titles(await listed(client, alice, due_before=now.isoformat(), sort="title")) == [
+        "done milk",
+        "overdue milk",
+    ]
+    assert titles(await listed(client, alice, due_after=now.isoformat())) == ["later milk"]
+    assert titles(await listed(client, alice, priority="high", completed="true")) == ["done milk"]
+    assert titles(await listed(client, alice, priority="low", q="milk")) == ["later milk"]
+    assert (await client.get(alice.tasks_url(), params={"overdue": "true"}, headers=alice.headers)).headers[
+        "x-total-count"
+    ] == "1"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"due_before": "2026-12-24T18:00:00"}, {"due_after": "soon"}, {"priority": "urgent"}, {"overdue": "maybe"}],
+)
+async def test_malformed_filters_are_422(client: httpx.AsyncClient, alice: Account, params: dict[str, str]) -> None:
+    response = await client.get(alice.tasks_url(), params=params, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == list(params)
