@@ -386,6 +386,7 @@ def test_every_write_documents_the_key_and_the_replay(tmp_path: Path) -> None:
         "ToggleTaskCompletion",
         "SetAllTasksCompleted",
         "DeleteCompletedTasks",
+        "MoveTask",
     }
 
     for operation_id, operation in operations.items():

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.tasks.ordering import MAX_KEY_LENGTH
 from tests.support.factories import Account, create_task
 
 
@@ -135,3 +136,75 @@ async def test_malformed_filters_are_422(client: httpx.AsyncClient, alice: Accou
 
     assert response.status_code == 422
     assert [error["field"] for error in response.json()["errors"]] == list(params)
+
+
+async def move(client: httpx.AsyncClient, account: Account, task_id: str, after: str | None) -> httpx.Response:
+    return await client.post(account.tasks_url(task_id, "move"), json={"after": after}, headers=account.headers)
+
+
+async def test_a_move_places_the_task_after_another_or_first(client: httpx.AsyncClient, alice: Account) -> None:
+    a, _, c = [await create_task(client, alice, title=title) for title in ("a", "b", "c")]  # listed c, b, a
+
+    after_a = await move(client, alice, c["id"], a["id"])
+    assert after_a.status_code == 200
+    assert titles(await listed(client, alice, sort="position")) == ["b", "a", "c"]
+    first = await move(client, alice, a["id"], None)
+    assert titles(await listed(client, alice, sort="position")) == ["a", "b", "c"]
+    assert first.json()["revision"] > after_a.json()["revision"]
+    assert first.headers["etag"] == '"2"'
+
+
+async def test_a_move_writes_only_the_moved_task(client: httpx.AsyncClient, alice: Account) -> None:
+    tasks = [await create_task(client, alice, title=f"t{n}") for n in range(4)]
+    before = {task["id"]: task for task in await listed(client, alice)}
+
+    await move(client, alice, tasks[0]["id"], tasks[2]["id"])
+
+    after = {task["id"]: task for task in await listed(client, alice)}
+    changed = [task_id for task_id in after if after[task_id] != before[task_id]]
+    assert changed == [tasks[0]["id"]]
+
+
+async def test_moving_after_itself_is_422_and_after_a_stranger_is_404(
+    client: httpx.AsyncClient, alice: Account, bob: Account
+) -> None:
+    mine = await create_task(client, alice)
+    theirs = await create_task(client, bob)
+
+    itself = await move(client, alice, mine["id"], mine["id"])
+    stranger = await move(client, alice, mine["id"], theirs["id"])
+    missing = await move(client, alice, theirs["id"], None)
+
+    assert itself.status_code == 422
+    assert [error["field"] for error in itself.json()["errors"]] == ["after"]
+    assert stranger.status_code == 404
+    assert missing.status_code == 404
+
+
+async def test_keys_stay_short_however_often_tasks_are_moved_into_one_gap(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    low, high, mover, other = [await create_task(client, alice, title=t) for t in ("low", "high", "mover", "other")]
+    await move(client, alice, high["id"], low["id"])
+    # Alternately move two tasks right after "low": each lands between "low" and the other, halving the gap.
+    for n in range(80):
+        moved = await move(client, alice, (mover, other)[n % 2]["id"], low["id"])
+        assert moved.status_code == 200
+        assert len(moved.json()["position"]) <= MAX_KEY_LENGTH + 2
+
+    order = titles(await listed(client, alice, sort="position"))
+    positions = [task["position"] for task in await listed(client, alice, sort="position")]
+    assert order.index("low") < order.index("high")
+    assert len(set(positions)) == len(positions)
+    assert max(len(position) for position in positions) <= MAX_KEY_LENGTH + 2
+
+
+async def test_concurrent_moves_never_share_a_position(app_client: Any, jwks_server: Any, alice: Account) -> None:
+    async with app_client(jwks_server, max_concurrent_requests_per_user=32) as client:
+        tasks = [await create_task(client, alice, title=f"t{n}") for n in range(10)]
+        anchor = tasks[0]["id"]
+        results = await asyncio.gather(*(move(client, alice, task["id"], anchor) for task in tasks[1:]))
+        positions = [task["position"] for task in await listed(client, alice, sort="position")]
+
+    assert {response.status_code for response in results} == {200}
+    assert len(set(positions)) == 10

@@ -41,6 +41,7 @@ from app.tasks.schemas import (
     Priority,
     StrictJSON,
     TaskCreate,
+    TaskMove,
     TaskRead,
     TasksDeleted,
     TaskSort,
@@ -351,6 +352,27 @@ class TaskController(Controller):
         """Delete one of the caller's tasks; 204 with an empty body."""
         return await idempotency.respond(lambda: tasks.delete(task_id, if_match_versions(if_match)))
 
+    @post(
+        "/{task_id:str}/move",
+        operation_id="MoveTask",
+        summary="Move a task in the manual order",
+        status_code=200,
+        dto=StrictJSON[TaskMove],
+        return_dto=None,
+        response_headers=[ETAG_HEADER, REPLAYED],
+        responses=problem_responses(401, 403, 404, 409, 413, 415, 422, 429, 503),
+    )
+    async def move_task(
+        self,
+        tasks: NamedDependency[TaskService],
+        idempotency: NamedDependency[Idempotency],
+        task_id: FromPath[UUID],
+        data: JSONBody[TaskMove],
+    ) -> Response[TaskRead]:
+        """Place the task right after `after` (`null`: first) in the order `sort=position` lists. Only the moved
+        task's `position` changes; it takes a revision like any other write."""
+        return await idempotency.respond(lambda: _moved(tasks, task_id, data))
+
     @patch(
         "/{task_id:str}/complete",
         operation_id="ToggleTaskCompletion",
@@ -372,6 +394,10 @@ class TaskController(Controller):
 async def _shown(write: Awaitable[TaskRow]) -> Response[TaskRead]:
     """The task a write returns, shown with its ETag."""
     return _task_response(await write)
+
+
+async def _moved(tasks: TaskService, task_id: UUID, data: TaskMove) -> Response[TaskRead]:
+    return _task_response(await tasks.move(task_id, data.after))
 
 
 def _moment(name: str, value: str | None) -> datetime | None:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     Result,
     Row,
     Select,
+    String,
     Table,
     Update,
     bindparam,
@@ -53,10 +54,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.dml import ReturningDelete, ReturningInsert, ReturningUpdate
+from sqlalchemy.sql.functions import FunctionElement
 
 from app.db import transaction
 from app.models import Task, TaskTombstone, User
+from app.tasks.ordering import GAP, INTEGER_DIGITS
 
 __all__ = ("ChangeRow", "TaskFilters", "TaskRepository", "TaskRow", "escape_like")
 
@@ -303,6 +307,76 @@ def _remove_completed() -> ReturningDelete[Any]:
     return delete(_TABLE).where(*_owned(_owner_locked(), _C.completed == true())).returning(_C.id)
 
 
+class _Padded(FunctionElement[str]):
+    """An integer as an order key's integer part: 18 digits, zero-padded (app/tasks/ordering.py)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_Padded, "postgresql")
+def _padded_postgresql(element: _Padded, compiler: Any, **kw: Any) -> str:
+    return f"lpad(CAST({compiler.process(element.clauses, **kw)} AS text), {INTEGER_DIGITS}, '0')"
+
+
+@compiles(_Padded, "sqlite")
+def _padded_sqlite(element: _Padded, compiler: Any, **kw: Any) -> str:
+    return f"printf('%0{INTEGER_DIGITS}d', {compiler.process(element.clauses, **kw)})"
+
+
+@cache
+def _owner_locked_first() -> ReturningUpdate[Any]:
+    # An UPDATE that changes nothing, not SELECT … FOR UPDATE: SQLite has no row locks, and its driver begins the
+    # transaction (taking the write lock) only at the first write; an UPDATE locks on both backends.
+    return (
+        update(_USERS)
+        .where(_USERS.c.id == _OWNER)
+        .values(first_position=_USERS.c.first_position)
+        .returning(_USERS.c.first_position)
+    )
+
+
+@cache
+def _set_first() -> Update:
+    return update(_USERS).where(_USERS.c.id == _OWNER).values(first_position=bindparam("first"))
+
+
+@cache
+def _following() -> Select[Any]:
+    """The position right after ``:position`` in the owner's order, leaving out the task being moved."""
+    return (
+        select(_C.position)
+        .where(*_owned(_C.position > bindparam("position"), _C.id != _ID))
+        .order_by(_C.position)
+        .limit(1)
+    )
+
+
+@cache
+def _place() -> ReturningUpdate[Any]:
+    return _bumped(update(_TABLE).where(*_owned(_C.id == _ID)).values(position=bindparam("new_position")))
+
+
+@cache
+def _spread() -> Update:
+    """Every task of the owner a GAP apart from ``:base`` up, in their order, as a change each (new version and
+    revision: replicas sort by position too). ``:base`` lies below every key in use, so no two keys ever meet."""
+    ranked = (
+        select(_C.id, func.row_number().over(order_by=(_C.position, _C.id)).label("n"))
+        .where(*_owned())
+        .subquery("ranked")
+    )
+    return (
+        update(_TABLE)
+        .where(_C.id == ranked.c.id)
+        .values(
+            position=_Padded(bindparam("base") + ranked.c.n * GAP),
+            version=_C.version + 1,
+            updated_at=bindparam("updated_at", type_=_C.updated_at.type),
+        )
+    )
+
+
 @cache
 def _owner_revision() -> Select[Any]:
     return select(_USERS.c.revision).where(_USERS.c.id == _OWNER)
@@ -404,6 +478,29 @@ class TaskRepository:
     async def remove_completed(self) -> int:
         """Delete the owner's completed tasks in one statement; how many went (see :meth:`set_all_completed`)."""
         return len((await self._run(_remove_completed(), {"owner": self.owner_id})).all())
+
+    async def lock_order(self) -> int:
+        """Lock the owner's row (every write's first lock) and return the integer part of its first position."""
+        return int((await self._run(_owner_locked_first(), {"owner": self.owner_id})).scalar_one())
+
+    async def set_first(self, first: int) -> None:
+        await self._run(_set_first(), {"owner": self.owner_id, "first": first})
+
+    async def following(self, position: str, moving: UUID) -> str | None:
+        """The position after ``position`` in the owner's order, not counting the task ``moving``."""
+        params = {"owner": self.owner_id, "position": position, "task_id": moving}
+        return cast("str | None", (await self._run(_following(), params)).scalar_one_or_none())
+
+    async def place(self, task_id: UUID, position: str, updated_at: datetime) -> TaskRow | None:
+        """Give the task ``position``: one row written."""
+        params = {"owner": self.owner_id, "task_id": task_id, "new_position": position, "updated_at": updated_at}
+        return await self._write(_place(), params)
+
+    async def spread(self, below: int, count: int, updated_at: datetime) -> int:
+        """Spread the owner's ``count`` tasks a GAP apart, all below ``below``; the new first integer part."""
+        base = below - (count + 1) * GAP
+        await self._run(_spread(), {"owner": self.owner_id, "base": base, "updated_at": updated_at})
+        return base + GAP
 
     async def revision(self) -> int:
         """The owner's current revision."""

@@ -28,6 +28,7 @@ __all__ = (
     "TaskChange",
     "TaskCreate",
     "TaskDeletion",
+    "TaskMove",
     "TaskRead",
     "TaskSort",
     "TaskUpdate",
@@ -185,6 +186,12 @@ class ChangeFeed(msgspec.Struct, kw_only=True):
     changes: list[TaskChange]
     revision: int
     has_more: bool
+
+
+class TaskMove(msgspec.Struct, kw_only=True):
+    """Where a task goes in the manual order: right after the task ``after``, or first when it is ``null``."""
+
+    after: UUID | None
 
 
 class CompletionChange(msgspec.Struct, kw_only=True):

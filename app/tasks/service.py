@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import after_commit, commit, transaction
 from app.errors import DomainError, InvalidFieldError, NotFoundError, PreconditionFailedError
 from app.models import utcnow
+from app.tasks.ordering import GAP, MAX_KEY_LENGTH, key_between, key_of
 from app.tasks.repository import ChangeRow, TaskFilters, TaskRepository, TaskRow
 from app.tasks.schemas import (
     PRIORITY_RANKS,
@@ -197,6 +198,38 @@ class TaskService:
             if deleted:
                 self._changed()
             return TasksDeleted(deleted=deleted, revision=await self.repository.revision())
+
+    async def move(self, task_id: UUID, after: UUID | None) -> TaskRow:
+        """Place the task right after ``after`` (``None``: first). One row written, unless the keys around have
+        grown long: then the owner's keys are spread out first, in one statement."""
+        if after == task_id:
+            raise InvalidFieldError("after", "A task cannot be moved after itself.", source="body")
+        async with transaction(self.session):
+            first = await self.repository.lock_order()
+            if await self.repository.find(task_id) is None:
+                raise TaskNotFoundError
+            position = await self._position_after(task_id, after, first)
+            if len(position) > MAX_KEY_LENGTH:
+                # first_position is the lowest integer part in use: the spread keys all go below it.
+                count = (await self.repository.task_count()) or 0
+                first = await self.repository.spread(first, count, utcnow())
+                await self.repository.set_first(first)
+                position = await self._position_after(task_id, after, first)
+            task = await self.repository.place(task_id, position, utcnow())
+            if task is None:  # pragma: no cover - found above, under the owner's lock
+                raise TaskNotFoundError
+            self._changed()
+            return task
+
+    async def _position_after(self, task_id: UUID, after: UUID | None, first: int) -> str:
+        if after is None:
+            # Below every key in use: the owner's first_position is the lowest integer part.
+            await self.repository.set_first(first - GAP)
+            return key_of(first - GAP)
+        anchor = await self.repository.find(after)
+        if anchor is None:
+            raise TaskNotFoundError("The task to move after was not found.")
+        return key_between(anchor.position, await self.repository.following(anchor.position, task_id))
 
     async def changes(self, since: int, limit: int) -> ChangeFeed:
         """Up to ``limit`` changes after revision ``since``, oldest first; ``since=0``: every live task."""

@@ -116,6 +116,14 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
   const completed: boolean = toggled.data.completed;
   etag = header<TaskHeaders>(toggled.response, "ETag");
 
+  // MoveTask: first in the manual order (`after: null`)
+  const moved = await api.POST("/api/{user_id}/tasks/{task_id}/move", { params: one, body: { after: null } });
+  if (moved.error) {
+    throw new ApiProblem(moved.error);
+  }
+  const position: string = moved.data.position;
+  etag = header<TaskHeaders>(moved.response, "ETag");
+
   // SetAllTasksCompleted ("toggle all") and DeleteCompletedTasks ("clear completed")
   const all = await api.PATCH("/api/{user_id}/tasks", { params: user, body: { completed: true } });
   if (all.error) {
@@ -166,5 +174,5 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
     throw new ApiProblem(deleted.error);
   }
 
-  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since + Number(replayed);
+  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since + Number(replayed) + position.length;
 }
