@@ -77,6 +77,7 @@ class RetentionJob:
         self.interval = interval
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def run_once(self) -> dict[str, int] | None:
         """One round of every purge: removed rows per purge, or ``None`` if another process holds the round."""
@@ -91,17 +92,19 @@ class RetentionJob:
 
     def start(self) -> None:
         """Start the rounds in the background (the first right away)."""
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="retention")
 
     async def stop(self) -> None:
-        """Stop the rounds; a round under way is cancelled (and rolled back)."""
+        """Stop the rounds. A round under way is let finish (it is short): cancelled, it could leave a database
+        connection open mid-handshake, with nothing left to close it."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await self._task
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 removed = await self.run_once()
                 if removed and any(removed.values()):
@@ -109,7 +112,11 @@ class RetentionJob:
             except Exception:
                 # Retried next round; a database outage must not end the job for the life of the process.
                 logger.exception("Purging expired sync data failed; retrying in %g s", self.interval)
-            await asyncio.sleep(self.interval)
+            try:
+                async with asyncio.timeout(self.interval):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
 
 
 async def _take_round(session: AsyncSession) -> bool:

@@ -208,3 +208,26 @@ async def test_concurrent_moves_never_share_a_position(app_client: Any, jwks_ser
 
     assert {response.status_code for response in results} == {200}
     assert len(set(positions)) == 10
+
+
+async def test_a_new_task_goes_after_the_task_the_request_names(client: httpx.AsyncClient, alice: Account) -> None:
+    a = await create_task(client, alice, title="a")
+    await create_task(client, alice, title="b")  # first: b, a
+
+    created = await create_task(client, alice, title="after b", after=a["id"])
+    await create_task(client, alice, title="newest")
+
+    assert titles(await listed(client, alice, sort="position")) == ["newest", "b", "a", "after b"]
+    assert created["position"] > a["position"]
+
+
+async def test_creating_after_an_unknown_task_is_422_and_writes_nothing(
+    client: httpx.AsyncClient, alice: Account, bob: Account
+) -> None:
+    theirs = await create_task(client, bob)
+
+    response = await client.post(alice.tasks_url(), json={"title": "x", "after": theirs["id"]}, headers=alice.headers)
+
+    assert response.status_code == 422
+    assert [error["field"] for error in response.json()["errors"]] == ["after"]
+    assert await listed(client, alice) == []

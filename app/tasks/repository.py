@@ -242,6 +242,7 @@ _INSERTED = (
     "version",
     "due_at",
     "priority",
+    "position",
 )
 
 
@@ -479,9 +480,11 @@ class TaskRepository:
         """Delete the owner's completed tasks in one statement; how many went (see :meth:`set_all_completed`)."""
         return len((await self._run(_remove_completed(), {"owner": self.owner_id})).all())
 
-    async def lock_order(self) -> int:
-        """Lock the owner's row (every write's first lock) and return the integer part of its first position."""
-        return int((await self._run(_owner_locked_first(), {"owner": self.owner_id})).scalar_one())
+    async def lock_order(self) -> int | None:
+        """Lock the owner's row (every write's first lock) and return the integer part of its first position;
+        ``None`` when the owner has no row (then they have no tasks either)."""
+        first = (await self._run(_owner_locked_first(), {"owner": self.owner_id})).scalar_one_or_none()
+        return None if first is None else int(first)
 
     async def set_first(self, first: int) -> None:
         await self._run(_set_first(), {"owner": self.owner_id, "first": first})

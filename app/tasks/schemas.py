@@ -107,6 +107,8 @@ class TaskCreate(msgspec.Struct, kw_only=True):
     completed: bool = False
     due_at: DueAt | None = None
     priority: Priority = "none"
+    after: UUID | None = None
+    """Place the new task right after this one in the manual order; by default it goes first."""
 
 
 class TaskUpdate(msgspec.Struct, kw_only=True):

@@ -133,6 +133,8 @@ class TaskService:
 
     async def create(self, data: TaskCreate) -> TaskRow:
         """Store a new task for the owner, within the quota; ids and timestamps are always assigned here."""
+        if data.after is not None:
+            return await self._create_after(data, data.after)
         task = await self._insert(data)
         if task is None and await self.repository.task_count() is None:
             # The owner's row was provisioned earlier but has since been deleted (by an operator, say):
@@ -143,7 +145,20 @@ class TaskService:
             raise TaskQuotaExceededError(self.max_tasks)
         return task
 
-    async def _insert(self, data: TaskCreate) -> TaskRow | None:
+    async def _create_after(self, data: TaskCreate, after: UUID) -> TaskRow:
+        """Create the task right after ``after`` in the manual order: its key is computed under the owner's lock."""
+        async with transaction(self.session):
+            await self.repository.lock_order()
+            anchor = await self.repository.find(after)
+            if anchor is None:
+                raise InvalidFieldError("after", "No task of yours has this id.", source="body")
+            position = key_between(anchor.position, await self.repository.following(anchor.position, after))
+            task = await self._insert(data, position)
+            if task is None:
+                raise TaskQuotaExceededError(self.max_tasks)
+            return task
+
+    async def _insert(self, data: TaskCreate, position: str | None = None) -> TaskRow | None:
         now = utcnow()
         values = {
             "id": uuid4(),
@@ -155,6 +170,8 @@ class TaskService:
             "version": 1,
             "due_at": data.due_at,
             "priority": PRIORITY_RANKS[data.priority],
+            # None: the insert trigger puts the task first (migration 0005).
+            "position": position,
         }
         task = await self.repository.insert(values, self.max_tasks)
         if task is not None:
@@ -206,7 +223,7 @@ class TaskService:
             raise InvalidFieldError("after", "A task cannot be moved after itself.", source="body")
         async with transaction(self.session):
             first = await self.repository.lock_order()
-            if await self.repository.find(task_id) is None:
+            if first is None or await self.repository.find(task_id) is None:
                 raise TaskNotFoundError
             position = await self._position_after(task_id, after, first)
             if len(position) > MAX_KEY_LENGTH:
