@@ -183,8 +183,7 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 def _on_domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ProblemDetails]:
     if isinstance(exc, InvalidFieldError):
         return _validation_response([exc.field_error])
-    retry_after = exc.retry_after_seconds or (RETRY_AFTER_SECONDS if exc.status_code == 503 else None)
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    headers = {"Retry-After": str(exc.retry_after_seconds)} if exc.retry_after_seconds else None
     return problem_response(exc.status_code, exc.detail, headers=headers)
 
 

@@ -183,7 +183,7 @@ async def test_a_full_sync_in_pages_never_runs_into_the_410(
     assert first["revision"] == 4
     assert first["has_more"] is True
     assert [c["task"]["id"] for c in second["changes"]] == [task["id"] for task in tasks[4:]]
-    assert second == {**second, "revision": 6, "has_more": False}
+    assert (second["revision"], second["has_more"]) == (6, False)
 
 
 async def test_a_delete_leaves_a_tombstone_row(client: httpx.AsyncClient, db: AsyncEngine, alice: Account) -> None:
