@@ -30,6 +30,7 @@ from app.observability.request_log import log_requests, structlog_plugin
 from app.openapi import finalize_schema, openapi_config
 from app.ratelimit import RATE_LIMIT_STORE, rate_limit_configs, rate_limit_store
 from app.retention import RetentionJob, purge_tombstones
+from app.signing import SigningKeys
 from app.sync import LiveEvents
 from app.tasks.controller import TaskController
 from app.tasks.schemas import PATTERN_EXPLANATIONS
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Told of each committed change of a user's tasks where the database cannot announce it (see TaskService):
     # the live event hub on SQLite; None on PostgreSQL, whose NOTIFY reaches every process.
     app.state.announce_change = live_events.announce_change
+    app.state.signing_keys = SigningKeys()
     finalize_schema(app)
     # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
     # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are

@@ -27,6 +27,7 @@ __all__ = (
     "TITLE_MAX_LENGTH",
     "USER_ID_MAX_LENGTH",
     "IdempotencyKey",
+    "SigningKey",
     "Task",
     "TaskTombstone",
     "User",
@@ -157,3 +158,14 @@ class IdempotencyKey(DefaultBase):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), index=True)
+
+
+class SigningKey(DefaultBase):
+    """A secret the service signs its own tokens with (list cursors), stored here so that every instance on
+    the database shares it without configuration. Deleting a row rotates that key: what it signed stops verifying."""
+
+    __tablename__ = "signing_keys"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))

@@ -57,6 +57,7 @@ HEADER_SCHEMAS = {
     "ETag": Schema(type=OpenAPIType.STRING),
     "Location": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.URI_REFERENCE),
     "X-Total-Count": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "Link": Schema(type=OpenAPIType.STRING, examples=['</api/u1/tasks?limit=50&cursor=WzEsIjIwMjYt…>; rel="next"']),
     "Retry-After": Schema(type=OpenAPIType.INTEGER, minimum=0),
     "WWW-Authenticate": Schema(type=OpenAPIType.STRING),
     "Idempotent-Replayed": Schema(type=OpenAPIType.STRING, enum=["true"]),

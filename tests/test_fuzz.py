@@ -63,6 +63,12 @@ include-operation-id = "ListTaskChanges"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "410", "422", "429", "5xx"]
 
 [[operations]]
+include-operation-id = "ListTasks"
+# A `cursor` is opaque and signed for one listing: any the generator makes up is refused by design (422, and so is
+# one sent with an `offset`); tests/test_cursor_pages.py covers real cursors and these refusals.
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "422", "429", "5xx"]
+
+[[operations]]
 include-operation-id = "StreamTaskEvents"
 # A live event stream ends only with its token: the first generated request that opens one would hang the run. Its
 # text/event-stream holds no JSON for these checks; tests/test_events.py covers the stream and its refusals.

@@ -273,7 +273,7 @@ async def test_a_browser_may_read_the_headers_the_frontend_needs(client: httpx.A
 
     assert response.headers["access-control-allow-origin"] == FRONTEND
     exposed = {name.strip().lower() for name in response.headers["access-control-expose-headers"].split(",")}
-    assert {"x-request-id", "x-total-count", "location", "etag", "idempotent-replayed"} <= exposed
+    assert {"x-request-id", "x-total-count", "link", "location", "etag", "idempotent-replayed"} <= exposed
 
 
 async def test_cors_does_not_grant_other_origins(client: httpx.AsyncClient, alice: Account) -> None:

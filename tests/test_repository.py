@@ -24,9 +24,9 @@ async def test_no_statement_of_a_users_repository_touches_another_users_task(
         updated = await alices.update(task_id, {"title": "x"}, utcnow(), None)
         toggled = await alices.toggle(task_id, utcnow(), None)
         removed = await alices.remove(task_id, None)
-        listed, total = await alices.page(TaskFilters(), sort="-created_at", limit=10, offset=0, now=utcnow())
+        listed = await alices.page(TaskFilters(), sort="-created_at", limit=10, offset=0, now=utcnow())
         await session.commit()
 
     assert (found, updated, toggled, removed) == (None, None, None, False)
-    assert (list(listed), total) == ([], 0)
+    assert (list(listed.tasks), listed.total, listed.next) == ([], 0, None)
     assert (await client.get(bob.tasks_url(bobs["id"]), headers=bob.headers)).json() == bobs

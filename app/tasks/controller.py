@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from uuid import UUID
 
 import msgspec
@@ -31,6 +31,7 @@ from app.idempotency import (
 )
 from app.observability.metrics import CHANGE_FEED_REQUESTS
 from app.openapi import BEARER_SCHEME, problem_responses
+from app.tasks.cursor import CURSOR_KEY, CURSOR_PATTERN, MAX_CURSOR_LENGTH, CursorCodec
 from app.tasks.repository import TaskFilters, TaskRow
 from app.tasks.schemas import (
     NO_NUL_PATTERN,
@@ -145,15 +146,24 @@ class TaskController(Controller):
         response_headers=[
             ResponseHeader(
                 name="X-Total-Count",
-                description="Tasks matching the filters, before limit/offset.",
+                description="Tasks matching the filters, all pages together.",
                 required=True,
                 documentation_only=True,
-            )
+            ),
+            ResponseHeader(
+                name="Link",
+                description=(
+                    'While more tasks follow: `<URL of the next page>; rel="next"` (RFC 8288), the same listing with'
+                    " an opaque `cursor`. Absent on the last page."
+                ),
+                documentation_only=True,
+            ),
         ],
         responses=problem_responses(401, 403, 422, 429, 503),
     )
     async def list_tasks(
         self,
+        request: Request[Principal, Any, Any],
         tasks: NamedDependency[TaskService],
         completed: Annotated[bool | None, QueryParameter(description="Only completed (true) or open (false).")] = None,
         q: Annotated[
@@ -168,7 +178,21 @@ class TaskController(Controller):
             TaskSort, QueryParameter(description="Field to sort by; prefix `-` for descending.")
         ] = "-created_at",
         limit: Annotated[int, QueryParameter(ge=1, le=1000, description="Page size.")] = 1000,
-        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
+        offset: Annotated[
+            int, QueryParameter(ge=0, le=MAX_OFFSET, description="Tasks to skip (not with `cursor`).")
+        ] = 0,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(
+                min_length=1,
+                max_length=MAX_CURSOR_LENGTH,
+                pattern=CURSOR_PATTERN,
+                description=(
+                    'The next page: take it from the previous page\'s `Link: <…>; rel="next"`, with the same'
+                    " `sort` and filters (else 422). Opaque; it does not expire."
+                ),
+            ),
+        ] = None,
         due_before: Annotated[
             str | None,
             QueryParameter(
@@ -185,7 +209,12 @@ class TaskController(Controller):
         priority: Annotated[Priority | None, QueryParameter(description="Only tasks of this priority.")] = None,
     ) -> Response[list[TaskRead]]:
         """The caller's tasks, newest first unless `sort` says otherwise. `X-Total-Count` carries the total.
-        Filters combine; tasks without a due date sort last by `due_at` in either direction."""
+        Filters combine; tasks without a due date sort last by `due_at` in either direction.
+
+        Pages: follow `Link: rel="next"` until it is absent. A walk by cursor never misses a task that exists
+        throughout it, whatever is created, changed or deleted meanwhile. A task unchanged during the walk comes
+        exactly once, in order. A task changed during the walk can come once more, in its newer state, at the
+        start of a later page: keep tasks by `id`."""
         filters = TaskFilters(
             completed=completed,
             search=q,
@@ -194,8 +223,25 @@ class TaskController(Controller):
             overdue=overdue,
             priority=None if priority is None else PRIORITY_RANKS[priority],
         )
-        rows, total = await tasks.list(filters, sort=sort, limit=limit, offset=offset)
-        return Response([TaskRead.from_row(row) for row in rows], headers={"X-Total-Count": str(total)})
+        listing = filters.listing()
+
+        async def codec() -> CursorCodec:
+            secret = await request.app.state.signing_keys.get(tasks.session, CURSOR_KEY)
+            return CursorCodec(secret, owner_id=tasks.owner_id, sort=sort, listing=listing)
+
+        if cursor is None:
+            page = await tasks.list(filters, sort=sort, limit=limit, offset=offset)
+        elif offset:
+            raise InvalidFieldError(
+                "offset", "A cursor says where the page starts: send `offset` or `cursor`, not both."
+            )
+        else:
+            page = await tasks.list(filters, sort=sort, limit=limit, cursor=(await codec()).decode(cursor))
+        headers = {"X-Total-Count": str(page.total)}
+        if page.next is not None:
+            next_page = _next_page_url(request, tasks.owner_id, (await codec()).encode(page.next))
+            headers["Link"] = f'<{next_page}>; rel="next"'
+        return Response([TaskRead.from_row(row) for row in page.tasks], headers=headers)
 
     @post(
         "/",
@@ -412,6 +458,14 @@ def _moment(name: str, value: str | None) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         raise InvalidFieldError(name, "Expected an RFC 3339 date-time with its offset, e.g. 2026-12-24T18:00:00Z.")
     return moment
+
+
+def _next_page_url(request: Request[Any, Any, Any], owner_id: str, cursor: str) -> str:
+    """This listing's URL with ``cursor`` in place of any ``offset`` or earlier cursor: a relative reference
+    (RFC 3986 §4.2), so it stays right behind a proxy that rewrites the host."""
+    kept = [(name, value) for name, value in request.query_params.multi_items() if name not in {"cursor", "offset"}]
+    path = f"{request.scope.get('root_path', '')}/api/{quote(owner_id, safe='')}/tasks"
+    return f"{path}?{urlencode([*kept, ('cursor', cursor)])}"
 
 
 def _task_response(task: TaskRow, status_code: int = 200, headers: dict[str, str] | None = None) -> Response[TaskRead]:

@@ -23,12 +23,13 @@ of one user queue behind each other instead of deadlocking.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final, cast
 from uuid import UUID
 
+import msgspec
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
@@ -39,16 +40,19 @@ from sqlalchemy import (
     String,
     Table,
     Update,
+    and_,
     bindparam,
     delete,
     false,
     func,
     insert,
     literal,
+    not_,
     null,
     or_,
     select,
     true,
+    tuple_,
     type_coerce,
     union_all,
     update,
@@ -60,9 +64,10 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from app.db import transaction
 from app.models import Task, TaskTombstone, User
+from app.tasks.cursor import Cursor
 from app.tasks.ordering import GAP, INTEGER_DIGITS
 
-__all__ = ("ChangeRow", "TaskFilters", "TaskRepository", "TaskRow", "escape_like")
+__all__ = ("ChangeRow", "Page", "TaskFilters", "TaskRepository", "TaskRow", "escape_like")
 
 TaskRow = Row[Any]
 """A task as its columns: ``id, user_id, title, description, completed, created_at, updated_at, version, revision``."""
@@ -91,6 +96,16 @@ _ORDERINGS: dict[str, tuple[ColumnElement[Any], ...]] = {
     "-due_at": (_C.due_at.is_(None).asc(), _C.due_at.desc(), _C.id.desc()),
     "priority": (_C.priority.asc(), _C.id.asc()),
     "-priority": (_C.priority.desc(), _C.id.desc()),
+}
+
+#: What a cursor records of a page's last task (with its id) for each sort: the sort's leading value.
+_SORT_KEYS: dict[str, ColumnElement[Any]] = {
+    "created_at": _C.created_at,
+    "updated_at": _C.updated_at,
+    "title": func.lower(_C.title),
+    "position": _C.position,
+    "due_at": _C.due_at,
+    "priority": _C.priority,
 }
 
 
@@ -137,6 +152,11 @@ class TaskFilters:
             self.priority is not None,
         )
 
+    def listing(self) -> bytes:
+        """The filters in one canonical form: what a cursor is signed for, besides the owner and the sort."""
+        moments = [None if moment is None else moment.astimezone(UTC) for moment in (self.due_before, self.due_after)]
+        return msgspec.json.encode([self.completed, self.search or None, *moments, self.overdue, self.priority])
+
     def params(self, now: datetime) -> dict[str, Any]:
         """The bind parameters of this listing's statement."""
         params: dict[str, Any] = {}
@@ -155,14 +175,8 @@ class TaskFilters:
         return params
 
 
-@cache
-def _page(shape: tuple[bool, ...], sort: str) -> tuple[Select[Any], Select[Any]]:
-    """The count and the page of a listing with these filters (each shape built once).
-
-    The page is a deferred join: the ids of the page are found first, from the ``(user_id, <sort>, id)``
-    index alone, then only those rows are read. A plain ``OFFSET 9950`` would read 9 950 rows from the table
-    to throw them away; this skips them inside the index (docs/benchmarks.md has the figures).
-    """
+def _criteria(shape: tuple[bool, ...]) -> list[ColumnElement[bool]]:
+    """The owner's tasks narrowed by the filters present in ``shape`` (see :meth:`TaskFilters.shape`)."""
     completed, search, due_before, due_after, overdue, priority = shape
     criteria = list(_owned())
     if completed:
@@ -178,6 +192,47 @@ def _page(shape: tuple[bool, ...], sort: str) -> tuple[Select[Any], Select[Any]]
         criteria += [_C.due_at < bindparam("now", type_=_C.due_at.type), _C.completed == false()]
     if priority:
         criteria.append(_C.priority == bindparam("priority", type_=_C.priority.type))
+    return criteria
+
+
+def _sort_key(sort: str) -> ColumnElement[Any]:
+    return _SORT_KEYS[sort.removeprefix("-")].label("sort_key")
+
+
+def _owner_revision_now() -> ColumnElement[Any]:
+    # Uncorrelated: both databases evaluate it once per statement, in the statement's own snapshot.
+    return select(_USERS.c.revision).where(_USERS.c.id == _OWNER).scalar_subquery().label("owner_revision")
+
+
+def _after_cursor(sort: str, key_is_null: bool) -> ColumnElement[bool]:
+    """The tasks after the cursor's ``(:after_key, :after_id)`` in the sort's order."""
+    key_column = _SORT_KEYS[sort.removeprefix("-")]
+    key = bindparam("after_key", type_=key_column.type)
+    task: BindParameter[UUID] = bindparam("after_id", type_=_C.id.type)
+    ascending = not sort.startswith("-")
+
+    def beyond(left: ColumnElement[Any], right: ColumnElement[Any]) -> ColumnElement[bool]:
+        return left > right if ascending else left < right
+
+    if sort.removeprefix("-") != "due_at":
+        return beyond(tuple_(key_column, _C.id), tuple_(key, task))
+    # Undated tasks come last in both directions: after a dated cursor come the later dated ones, then all
+    # undated ones; after an undated cursor, only the undated ones past its id.
+    if key_is_null:
+        return and_(_C.due_at.is_(None), beyond(_C.id, task))
+    return or_(_C.due_at.is_(None), beyond(tuple_(key_column, _C.id), tuple_(key, task)))
+
+
+@cache
+def _page(shape: tuple[bool, ...], sort: str) -> tuple[Select[Any], Select[Any]]:
+    """The count and the first page (or an ``OFFSET`` page) of a listing with these filters (each shape built once).
+
+    The page is a deferred join: the ids of the page are found first, from the ``(user_id, <sort>, id)``
+    index alone, then only those rows are read. A plain ``OFFSET 9950`` would read 9 950 rows from the table
+    to throw them away; this skips them inside the index (docs/benchmarks.md has the figures). Each row carries
+    its sort key and the owner's revision, for the cursor of the next page.
+    """
+    criteria = _criteria(shape)
     count = select(func.count()).select_from(_TABLE).where(*criteria)
     ids = (
         select(_C.id)
@@ -187,8 +242,50 @@ def _page(shape: tuple[bool, ...], sort: str) -> tuple[Select[Any], Select[Any]]
         .offset(bindparam("offset"))
         .subquery("page")
     )
-    page = select(*_C).join_from(_TABLE, ids, _C.id == ids.c.id).where(*_owned()).order_by(*_ORDERINGS[sort])
+    page = (
+        select(*_C, _sort_key(sort), _owner_revision_now())
+        .join_from(_TABLE, ids, _C.id == ids.c.id)
+        .where(*_owned())
+        .order_by(*_ORDERINGS[sort])
+    )
     return count, page
+
+
+@cache
+def _walk(shape: tuple[bool, ...], sort: str, key_is_null: bool) -> Select[Any]:
+    """A cursor's next page (see :meth:`TaskRepository.walk`), in two parts read in one statement, and so one
+    snapshot, with the owner's revision: ``part`` 0, the tasks *ahead* of the cursor in the sort's order (keyset:
+    from the index, as cheap on the last page as on the first); ``part`` 1, the tasks *behind* it changed after
+    ``:seen_through``, in the order they changed. ``n`` numbers each part's rows in its order.
+
+    A left join from the owner's row, as in :func:`_changes`: the revision comes even when both parts are empty.
+    """
+    criteria = _criteria(shape)
+    after = _after_cursor(sort, key_is_null)
+    limit: BindParameter[int] = bindparam("limit")
+    in_order = func.row_number().over(order_by=_ORDERINGS[sort]).label("n")
+    ahead = (
+        select(literal(0).label("part"), *_C, _sort_key(sort), in_order)
+        .where(*criteria, after)
+        .order_by(*_ORDERINGS[sort])
+        .limit(limit)
+        .subquery("ahead")
+    )
+    changed_after = _C.revision > bindparam("seen_through", type_=_C.revision.type)
+    behind = (
+        select(literal(1).label("part"), *_C, _sort_key(sort), func.row_number().over(order_by=_C.revision).label("n"))
+        .where(*criteria, changed_after, not_(after))
+        .order_by(_C.revision)
+        .limit(limit)
+        .subquery("behind")
+    )
+    parts = union_all(select(*ahead.c), select(*behind.c)).subquery("parts")
+    return (
+        select(_USERS.c.revision.label("owner_revision"), *parts.c)
+        .select_from(_USERS.outerjoin(parts, true()))
+        .where(_USERS.c.id == _OWNER)
+        .order_by(parts.c.part, parts.c.n)
+    )
 
 
 @cache
@@ -383,6 +480,17 @@ def _owner_revision() -> Select[Any]:
     return select(_USERS.c.revision).where(_USERS.c.id == _OWNER)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page of a listing."""
+
+    tasks: Sequence[TaskRow]
+    #: The tasks matching the filters, all pages together.
+    total: int
+    #: Where the next page starts; ``None`` when this page ends the listing.
+    next: Cursor | None
+
+
 class TaskRepository:
     """One owner's task rows. Writes take ``versions``: the write applies only to a task at one of them
     (``None``: at any version), in the same statement, so of concurrent writers holding one ETag exactly one wins."""
@@ -431,16 +539,58 @@ class TaskRepository:
         """The owner's live tasks with a revision after ``since`` and at most ``through``, oldest first."""
         return (await self._run(_live_through(), {"owner": self.owner_id, "since": since, "through": through})).all()
 
-    async def page(
-        self, filters: TaskFilters, *, sort: str, limit: int, offset: int, now: datetime
-    ) -> tuple[Sequence[TaskRow], int]:
-        """One page of the owner's tasks and the number matching the filters (``now``: what "overdue" means)."""
+    async def page(self, filters: TaskFilters, *, sort: str, limit: int, offset: int, now: datetime) -> Page:
+        """The first page of a listing, or one ``offset`` tasks in (``now``: what "overdue" means)."""
         count, page = _page(filters.shape(), sort)
-        params: dict[str, Any] = {"owner": self.owner_id, "limit": limit, "offset": offset, **filters.params(now)}
+        params: dict[str, Any] = {"owner": self.owner_id, "limit": limit + 1, "offset": offset, **filters.params(now)}
         total = int((await self._run(count, params)).scalar_one())
         if total == 0 or offset >= total:
-            return [], total
-        return (await self._run(page, params)).all(), total
+            return Page([], total, None)
+        tasks = (await self._run(page, params)).all()
+        if len(tasks) <= limit:
+            return Page(tasks, total, None)
+        last = tasks[limit - 1]
+        return Page(tasks[:limit], total, Cursor(last.sort_key, last.id, int(last.owner_revision), now))
+
+    async def walk(self, filters: TaskFilters, *, sort: str, limit: int, cursor: Cursor) -> Page:
+        """The page after ``cursor``.
+
+        Ahead of the cursor the walk is keyset pagination: the next tasks in the sort's order after the cursor's
+        key and id. On its own that would miss a task whose sort key changed to one behind the cursor before the
+        walk reached it (and meet twice one moved the other way). So each page starts with the tasks behind the
+        cursor that changed after ``cursor.seen_through``, in the order they changed. A task that exists
+        throughout a walk is never missed; one met again has changed since it was returned (this is its newer
+        state); a task unchanged during the walk comes exactly once, in order.
+
+        Both parts and the owner's revision come from one statement, so one snapshot: the next cursor's
+        ``seen_through`` is that revision, and every change after it is a later page's.
+        """
+        params: dict[str, Any] = {
+            "owner": self.owner_id,
+            "limit": limit + 1,
+            "after_key": cursor.key,
+            "after_id": cursor.task_id,
+            "seen_through": cursor.seen_through,
+            **filters.params(cursor.now),
+        }
+        total = int((await self._run(_page(filters.shape(), sort)[0], params)).scalar_one())
+        rows = (await self._run(_walk(filters.shape(), sort, cursor.key is None), params)).all()
+        if not rows:  # the owner's row is gone, and their tasks with it
+            return Page([], total, None)
+        revision = int(rows[0].owner_revision)
+        ahead = [row for row in rows if row.part == 0]
+        behind = [row for row in rows if row.part == 1]
+        if len(behind) > limit:
+            # More changed behind the cursor than a page holds: the page is the oldest of them; the cursor stays.
+            return Page(behind[:limit], total, replace(cursor, seen_through=int(behind[limit - 1].revision)))
+        room = limit - len(behind)
+        tasks = [*behind, *ahead[:room]]
+        if len(ahead) <= room:
+            return Page(tasks, total, None)
+        if room == 0:
+            return Page(tasks, total, replace(cursor, seen_through=revision))
+        last = ahead[room - 1]
+        return Page(tasks, total, Cursor(last.sort_key, last.id, revision, cursor.now))
 
     async def insert(self, values: dict[str, Any], max_tasks: int) -> TaskRow | None:
         """Insert one of the owner's tasks (``values`` names every column but ``user_id``) and return it;

@@ -8,7 +8,7 @@ owner's row has vanished it asks, through the callback it was given, for the row
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 from uuid import UUID, uuid4
 
@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import after_commit, commit, transaction
 from app.errors import DomainError, InvalidFieldError, NotFoundError, PreconditionFailedError
 from app.models import utcnow
+from app.tasks.cursor import Cursor
 from app.tasks.ordering import GAP, MAX_KEY_LENGTH, key_between, key_of
-from app.tasks.repository import ChangeRow, TaskFilters, TaskRepository, TaskRow
+from app.tasks.repository import ChangeRow, Page, TaskFilters, TaskRepository, TaskRow
 from app.tasks.schemas import (
     PRIORITY_RANKS,
     ChangeFeed,
@@ -119,9 +120,17 @@ class TaskService:
             after_commit(self.session, lambda: announce(owner_id))
 
     async def list(
-        self, filters: TaskFilters | None = None, *, sort: TaskSort = "-created_at", limit: int = 1000, offset: int = 0
-    ) -> tuple[Sequence[TaskRow], int]:
-        """One page of the owner's tasks and the number of tasks matching the filters."""
+        self,
+        filters: TaskFilters | None = None,
+        *,
+        sort: TaskSort = "-created_at",
+        limit: int = 1000,
+        offset: int = 0,
+        cursor: Cursor | None = None,
+    ) -> Page:
+        """A page of the owner's tasks: the first (or ``offset`` tasks in), or the one after ``cursor``."""
+        if cursor is not None:
+            return await self.repository.walk(filters or TaskFilters(), sort=sort, limit=limit, cursor=cursor)
         return await self.repository.page(filters or TaskFilters(), sort=sort, limit=limit, offset=offset, now=utcnow())
 
     async def get(self, task_id: UUID) -> TaskRow:
