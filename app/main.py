@@ -34,6 +34,7 @@ from app.signing import SigningKeys
 from app.sync import LiveEvents
 from app.tasks.controller import TaskController
 from app.tasks.schemas import PATTERN_EXPLANATIONS
+from app.users.controller import AccountController
 from app.users.service import UserProvisioner
 
 __all__ = ("create_app",)
@@ -103,7 +104,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         release_pool(settings.database_pool_size + settings.database_max_overflow)
 
     app = Litestar(
-        route_handlers=[HealthController, TaskController, docs_assets_router(), metrics_controller(settings)],
+        route_handlers=[
+            HealthController,
+            TaskController,
+            AccountController,
+            docs_assets_router(),
+            metrics_controller(settings),
+        ],
         # Live events after the database: their streams end before its pool closes.
         plugins=[
             SQLAlchemyPlugin(config=database),
@@ -144,10 +151,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.provisioner = provisioner
     app.state.readiness = ReadinessCache()
     app.state.concurrency = concurrency
-    # Told of each committed change of a user's tasks where the database cannot announce it (see TaskService):
-    # the live event hub on SQLite; None on PostgreSQL, whose NOTIFY reaches every process.
+    # Told of each committed change of a user's tasks (see TaskService): it reaches the user's event streams in
+    # every process (app/sync/plugin.py).
     app.state.announce_change = live_events.announce_change
     app.state.signing_keys = SigningKeys()
+    # Sessions for work that outlives its request's own session (an export, streamed after the handler returns).
+    app.state.sessions = database.create_session_maker()
     finalize_schema(app)
     # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
     # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are

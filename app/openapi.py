@@ -58,6 +58,7 @@ HEADER_SCHEMAS = {
     "Location": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.URI_REFERENCE),
     "X-Total-Count": Schema(type=OpenAPIType.INTEGER, minimum=0),
     "Link": Schema(type=OpenAPIType.STRING, examples=['</api/u1/tasks?limit=50&cursor=WzEsIjIwMjYt…>; rel="next"']),
+    "Content-Disposition": Schema(type=OpenAPIType.STRING),
     "Retry-After": Schema(type=OpenAPIType.INTEGER, minimum=0),
     "WWW-Authenticate": Schema(type=OpenAPIType.STRING),
     "Idempotent-Replayed": Schema(type=OpenAPIType.STRING, enum=["true"]),

@@ -37,6 +37,8 @@ TASK_OPERATIONS = {
         "ToggleTaskCompletion",
         {"200", "401", "403", "404", "409", "412", "422", "429", "503"},
     ),
+    ("/api/{user_id}/export", "get"): ("ExportAccount", {"200", "401", "403", "429", "503"}),
+    ("/api/{user_id}", "delete"): ("EraseAccount", {"204", "401", "403", "429", "503"}),
 }
 
 
@@ -86,6 +88,22 @@ def test_every_task_operation_is_named_secured_and_lists_its_real_statuses(
     for status in statuses - {"200", "201", "204", "304"}:
         content = operation["responses"][status]["content"]
         assert content["application/problem+json"]["schema"] == {"$ref": "#/components/schemas/ProblemDetails"}
+
+
+def test_list_pages_document_their_link_and_cursor(document: dict[str, Any]) -> None:
+    operation = document["paths"]["/api/{user_id}/tasks"]["get"]
+    cursor = next(parameter for parameter in operation["parameters"] if parameter["name"] == "cursor")
+
+    assert operation["responses"]["200"]["headers"]["Link"]["schema"]["type"] == "string"
+    assert cursor["in"] == "query"
+    assert cursor["schema"]["pattern"] == "^[A-Za-z0-9_-]+$"
+
+
+def test_the_export_documents_the_document_it_streams(document: dict[str, Any]) -> None:
+    content = document["paths"]["/api/{user_id}/export"]["get"]["responses"]["200"]["content"]
+
+    assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/AccountExport"}
+    assert set(document["components"]["schemas"]["AccountExport"]["properties"]) == {"user", "tasks"}
 
 
 def test_no_operation_documents_a_400(document: dict[str, Any]) -> None:

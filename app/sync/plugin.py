@@ -26,10 +26,11 @@ from litestar.config.app import AppConfig
 from litestar.plugins import InitPlugin
 
 from app.config import Settings
+from app.errors import InvalidFieldError
 from app.sync.events import FEED_PAGE, EventController
 from app.sync.hub import StreamHub
 from app.sync.listener import ChangeListener
-from app.sync.stream import FeedReader
+from app.sync.stream import AccountErasedError, FeedReader
 from app.tasks.schemas import ChangeFeed
 from app.tasks.service import TaskService
 from app.users.owner import Owner
@@ -67,10 +68,18 @@ class LiveEvents(InitPlugin):
         session_maker = self._database.create_session_maker()
         max_tasks = self.settings.max_tasks_per_user
 
+        async def erased() -> None:
+            # Where a request would provision a vanished user again, a stream ends: the account was erased.
+            raise AccountErasedError(owner.id)
+
         async def read(since: int) -> ChangeFeed:
             async with session_maker() as session:
-                tasks = TaskService(session, owner.id, max_tasks=max_tasks, provision_owner_again=owner.provision_again)
-                return await tasks.changes(since, FEED_PAGE)
+                tasks = TaskService(session, owner.id, max_tasks=max_tasks, provision_owner_again=erased)
+                try:
+                    return await tasks.changes(since, FEED_PAGE)
+                except InvalidFieldError:
+                    # The owner's revision went back below the stream's: erased, and provisioned afresh since.
+                    raise AccountErasedError(owner.id) from None
 
         return read
 

@@ -27,7 +27,7 @@ from app.sync.hub import StreamHub, Subscription
 from app.tasks.schemas import ChangeFeed, TaskChange, TaskUpsert
 from app.tasks.service import RevisionExpiredError
 
-__all__ = ("RETRY_MILLISECONDS", "EventStream", "FeedReader", "encode_changes", "encode_page")
+__all__ = ("RETRY_MILLISECONDS", "AccountErasedError", "EventStream", "FeedReader", "encode_changes", "encode_page")
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ _ENDINGS = {
     "expired": b": the token has expired; reconnect with a fresh one and Last-Event-ID\n\n",
     "shutdown": b": this server is shutting down; reconnect with Last-Event-ID\n\n",
     "unreadable": b": the change feed cannot be read now; reconnect with Last-Event-ID\n\n",
+    "erased": b": this account was erased; its events end here\n\n",
 }
 _SENT = {"upsert": EVENTS_SENT.labels(event="upsert"), "delete": EVENTS_SENT.labels(event="delete")}
 _encoder = msgspec.json.Encoder()
@@ -72,6 +73,10 @@ def encode_page(feed: ChangeFeed, position: int) -> bytes:
     body = encode_changes(feed.changes)
     last = feed.changes[-1].revision if feed.changes else position
     return body if feed.revision == last else body + b"id: %d\n\n" % feed.revision
+
+
+class AccountErasedError(Exception):
+    """The stream's user was erased (``DELETE /api/{user_id}``, on any instance): their stream ends."""
 
 
 class _StalledError(Exception):
@@ -148,6 +153,10 @@ class EventStream:
             if woken or heartbeat:
                 try:
                     feed = await self._read(cursor)
+                except AccountErasedError:
+                    logger.info("Ended an event stream of %s: the account was erased", self._subscription.user_id)
+                    await self._finish(send, _ENDINGS["erased"])
+                    return
                 except Exception as exc:
                     self._log_unreadable(exc)
                     await self._finish(send, _ENDINGS["unreadable"])
@@ -191,9 +200,9 @@ class EventStream:
 
     def _log_unreadable(self, exc: Exception) -> None:
         user = self._subscription.user_id
-        if isinstance(exc, RevisionExpiredError | LookupError):
-            # Tombstones purged past the stream's position (it outlived the retention), or the user was erased:
-            # the reconnect answers what the client must do (410: sync again from 0).
+        if isinstance(exc, RevisionExpiredError):
+            # Tombstones purged past the stream's position (it outlived the retention): the reconnect answers what
+            # the client must do (410: sync again from 0).
             logger.info("Ended an event stream of %s: %s", user, type(exc).__name__)
         elif is_database_unavailable(exc):
             logger.warning("Ended an event stream of %s: the database is unavailable (%s)", user, type(exc).__name__)

@@ -476,6 +476,18 @@ def _spread() -> Update:
 
 
 @cache
+def _export_batch(first: bool) -> Select[Any]:
+    """The owner's tasks oldest first, after ``(:after_created, :after_id)`` unless ``first``: ``created_at`` never
+    changes, so batches read one after another meet each task once."""
+    after = tuple_(_C.created_at, _C.id) > tuple_(
+        bindparam("after_created", type_=_C.created_at.type), bindparam("after_id", type_=_C.id.type)
+    )
+    return (
+        select(*_C).where(*_owned(*([] if first else [after]))).order_by(_C.created_at, _C.id).limit(bindparam("limit"))
+    )
+
+
+@cache
 def _owner_revision() -> Select[Any]:
     return select(_USERS.c.revision).where(_USERS.c.id == _OWNER)
 
@@ -592,6 +604,13 @@ class TaskRepository:
         last = ahead[room - 1]
         return Page(tasks, total, Cursor(last.sort_key, last.id, revision, cursor.now))
 
+    async def exported(self, after: TaskRow | None, limit: int) -> Sequence[TaskRow]:
+        """Up to ``limit`` of the owner's tasks, oldest first, from the one after ``after`` (``None``: the oldest)."""
+        params: dict[str, Any] = {"owner": self.owner_id, "limit": limit}
+        if after is not None:
+            params.update(after_created=after.created_at, after_id=after.id)
+        return (await self._run(_export_batch(after is None), params)).all()
+
     async def insert(self, values: dict[str, Any], max_tasks: int) -> TaskRow | None:
         """Insert one of the owner's tasks (``values`` names every column but ``user_id``) and return it;
         ``None`` when nothing was inserted (see :meth:`task_count` for why)."""
@@ -656,8 +675,8 @@ class TaskRepository:
         return base + GAP
 
     async def revision(self) -> int:
-        """The owner's current revision."""
-        return int((await self._run(_owner_revision(), {"owner": self.owner_id})).scalar_one())
+        """The owner's current revision (0 if their row is gone: erased meanwhile, and their tasks with it)."""
+        return int((await self._run(_owner_revision(), {"owner": self.owner_id})).scalar_one_or_none() or 0)
 
     def _target(self, task_id: UUID, versions: frozenset[int] | None) -> dict[str, Any]:
         params: dict[str, Any] = {"owner": self.owner_id, "task_id": task_id}

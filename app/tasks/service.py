@@ -145,11 +145,15 @@ class TaskService:
         if data.after is not None:
             return await self._create_after(data, data.after)
         task = await self._insert(data)
-        if task is None and await self.repository.task_count() is None:
-            # The owner's row was provisioned earlier but has since been deleted (by an operator, say):
-            # provision it again and retry once, rather than failing a valid request.
-            await self.provision_owner_again()
-            task = await self._insert(data)
+        if task is None:
+            count = await self.repository.task_count()
+            if count is None or count < self.max_tasks:
+                # The owner's row was gone at the insert (the account erased, or deleted by an operator), and may
+                # be back by now (another request provisioned it): provision it if need be, and retry once, rather
+                # than failing a valid request.
+                if count is None:
+                    await self.provision_owner_again()
+                task = await self._insert(data)
         if task is None:
             raise TaskQuotaExceededError(self.max_tasks)
         return task
@@ -259,7 +263,13 @@ class TaskService:
 
     async def changes(self, since: int, limit: int) -> ChangeFeed:
         """Up to ``limit`` changes after revision ``since``, oldest first; ``since=0``: every live task."""
-        rows, current, purged_through = await self.repository.changes(since, limit)
+        try:
+            rows, current, purged_through = await self.repository.changes(since, limit)
+        except LookupError:
+            # The owner's row is gone (the account was erased, here or through another instance): a valid token
+            # simply gets a fresh, empty account, as on any other route.
+            await self.provision_owner_again()
+            rows, current, purged_through = await self.repository.changes(since, limit)
         if since > current:
             raise InvalidFieldError("since", f"No revision {since} yet: the latest is {current}.")
         if 0 < since < purged_through:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 
-from sqlalchemy import or_
+from sqlalchemy import Row, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +50,21 @@ class UserRepository:
             ),
         )
         await self.session.execute(statement)
+
+    async def find(self, user_id: str) -> Row[tuple[str, str | None, str | None, datetime]] | None:
+        """The user's ``id, email, name, created_at``."""
+        statement = select(User.id, User.email, User.name, User.created_at).where(User.id == user_id)
+        return (await self.session.execute(statement)).first()
+
+    async def erase(self, user_id: str) -> int | None:
+        """Delete the user and everything stored for them, in one statement (so one transaction); how many tasks
+        they held, or ``None`` when there was no row.
+
+        Tasks, tombstones and idempotency keys go by ``ON DELETE CASCADE``. The row goes first, so the tasks'
+        delete triggers find no owner to stamp a revision on and leave no tombstones behind.
+        """
+        statement = delete(User).where(User.id == user_id).returning(User.task_count)
+        return (await self.session.execute(statement)).scalar_one_or_none()
 
 
 class UserProvisioner:
