@@ -174,5 +174,18 @@ export async function everyOperation(baseUrl: string, userId: string, token: str
     throw new ApiProblem(deleted.error);
   }
 
-  return location.length + tasks.length + total + Number(completed) + bulk + replica.size + since + Number(replayed) + position.length;
+  // ExportAccount: the whole account as one typed document.
+  const exported = await api.GET("/api/{user_id}/export", { params: user });
+  if (exported.error) {
+    throw new ApiProblem(exported.error);
+  }
+  const exportedTasks: number = exported.data.tasks.length + exported.data.user.id.length;
+
+  // EraseAccount: everything stored for the user, gone.
+  const erased = await api.DELETE("/api/{user_id}", { params: user });
+  if (erased.error) {
+    throw new ApiProblem(erased.error);
+  }
+
+  return exportedTasks + location.length + tasks.length + total + Number(completed) + bulk + replica.size + since + Number(replayed) + position.length;
 }
