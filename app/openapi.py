@@ -7,6 +7,7 @@ from http import HTTPStatus
 
 from litestar import Litestar
 from litestar.exceptions import ImproperlyConfiguredException
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -122,15 +123,42 @@ def finalize_schema(app: Litestar) -> None:
     This service reports every validation failure as 422 with a problem-details body, documented per
     operation; leaving Litestar's 400 (with its own error schema) would describe a response that never comes.
     """
+    operations: dict[str, Operation] = {}
     for path_item in (app.openapi_schema.paths or {}).values():
         for method in ("get", "put", "post", "delete", "patch"):
             operation: Operation | None = getattr(path_item, method)
             if operation is None or not operation.responses:
                 continue
+            if operation.operation_id:
+                operations[operation.operation_id] = operation
             operation.responses.pop("400", None)
-            for status, response in operation.responses.items():
-                if isinstance(response, OpenAPIResponse):
-                    _complete_headers(response, int(status))
+    for handler in _route_handlers(app):
+        if isinstance(handler.operation_id, str) and handler.operation_id in operations:
+            _restore_success_headers(handler, operations[handler.operation_id])
+    for operation in operations.values():
+        for status, response in (operation.responses or {}).items():
+            if isinstance(response, OpenAPIResponse):
+                _complete_headers(response, int(status))
+
+
+def _route_handlers(app: Litestar) -> list[HTTPRouteHandler]:
+    return [
+        handler
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", ())
+        if isinstance(handler, HTTPRouteHandler)
+    ]
+
+
+def _restore_success_headers(handler: HTTPRouteHandler, operation: Operation) -> None:
+    """Put back the ``response_headers`` Litestar drops when a ``ResponseSpec`` describes the success status."""
+    response = (operation.responses or {}).get(str(handler.status_code))
+    if not isinstance(response, OpenAPIResponse) or handler.status_code not in (handler.responses or {}):
+        return
+    headers = dict(response.headers or {})
+    for header in handler.resolve_response_headers():
+        headers.setdefault(header.name, OpenAPIHeader(description=header.description, required=header.required))
+    response.headers = headers or None
 
 
 def _complete_headers(response: OpenAPIResponse, status: int) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import secrets
 from typing import Final, cast
 
-from sqlalchemy import Insert, Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,14 +47,8 @@ class SigningKeys:
 async def _read_or_create(session: AsyncSession, name: str) -> bytes:
     table = _TABLE
     values = {"name": name, "secret": secrets.token_bytes(KEY_BYTES), "created_at": utcnow()}
-    dialect = "" if session.bind is None else session.bind.dialect.name
-    create: Insert
-    if dialect == "postgresql":
-        create = postgresql_insert(table).values(values).on_conflict_do_nothing(index_elements=["name"])
-    elif dialect == "sqlite":
-        create = sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=["name"])
-    else:  # pragma: no cover - the service runs on the two backends above
-        create = insert(table).values(values)
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    create = insert(table).values(values).on_conflict_do_nothing(index_elements=["name"])
     # Two instances creating the key at once: one insert wins, and both read the winner's secret.
     async with transaction(session):
         connection = await session.connection()

@@ -523,6 +523,28 @@ async def test_sigterm_ends_open_streams_cleanly_and_the_server_exits_promptly(
     assert "graceful shutdown exceeded" not in log
 
 
+async def test_a_stream_ends_when_its_account_is_erased_and_a_new_one_starts_afresh(
+    api: httpx.AsyncClient, alice: Account
+) -> None:
+    await create_task(api, alice, title="about to go")
+    async with open_stream(api, events_url(alice), headers=alice.headers) as stream:
+        await stream.wait_until_open()
+        erased = await api.delete(f"/api/{alice.id}", headers=alice.headers)
+        assert erased.status_code == 204, erased.text
+        await until(stream.ended.is_set, "the stream ended with its account")
+
+    assert stream.error is None  # ended properly, with a word on why
+    assert any("erased" in comment for comment in stream.comments)
+    assert stream.events == []  # nothing of the erased account was sent as a change
+    # The token is still valid: it provisions a fresh, empty account, whose stream starts at revision 0.
+    async with open_stream(api, events_url(alice), headers=alice.headers) as fresh:
+        await fresh.wait_until_open()
+        created = await create_task(api, alice, title="a new start")
+        (event,) = await fresh.wait_for_events(1)
+    assert event.json()["task"] == created
+    assert event.json()["revision"] == 1
+
+
 # --- across instances (PostgreSQL) ------------------------------------------------------------------------------
 
 
@@ -545,6 +567,26 @@ async def test_a_write_through_one_instance_reaches_streams_on_the_other(
 
     assert [event.json()["task"] for event in on_b_events] == [created]
     assert [event.json()["task"] for event in on_a_events] == [created]
+
+
+async def test_erasing_an_account_through_one_instance_ends_its_streams_on_the_other(
+    postgres_instances: tuple[ApiServer, ApiServer, str], alice: Account
+) -> None:
+    server, second_server, _ = postgres_instances
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=30) as a,
+        httpx.AsyncClient(base_url=second_server.url, timeout=30) as b,
+        open_stream(b, events_url(alice), headers=alice.headers) as on_b,
+    ):
+        await create_task(a, alice, title="written on A")
+        await on_b.wait_until_open()
+        erased = await a.delete(f"/api/{alice.id}", headers=alice.headers)
+        assert erased.status_code == 204, erased.text
+        async with asyncio.timeout(CROSS_INSTANCE_DEADLINE_SECONDS):
+            await on_b.ended.wait()
+
+    assert on_b.error is None
+    assert any("erased" in comment for comment in on_b.comments)
 
 
 async def listener_pids(db: AsyncEngine, server: ApiServer) -> set[int]:

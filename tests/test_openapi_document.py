@@ -142,6 +142,7 @@ def test_every_response_header_has_a_typed_schema(document: dict[str, Any]) -> N
         ("GetTask", "200", "ETag", {"type": "string"}),
         ("UpdateTask", "200", "ETag", {"type": "string"}),
         ("ToggleTaskCompletion", "200", "ETag", {"type": "string"}),
+        ("ExportAccount", "200", "Content-Disposition", {"type": "string"}),
     ],
 )
 def test_success_headers_are_typed_and_always_sent(

@@ -223,12 +223,7 @@ class TaskController(Controller):
             overdue=overdue,
             priority=None if priority is None else PRIORITY_RANKS[priority],
         )
-        listing = filters.listing()
-
-        async def codec() -> CursorCodec:
-            secret = await request.app.state.signing_keys.get(tasks.session, CURSOR_KEY)
-            return CursorCodec(secret, owner_id=tasks.owner_id, sort=sort, listing=listing)
-
+        codec: CursorCodec | None = None
         if cursor is None:
             page = await tasks.list(filters, sort=sort, limit=limit, offset=offset)
         elif offset:
@@ -236,11 +231,12 @@ class TaskController(Controller):
                 "offset", "A cursor says where the page starts: send `offset` or `cursor`, not both."
             )
         else:
-            page = await tasks.list(filters, sort=sort, limit=limit, cursor=(await codec()).decode(cursor))
+            codec = await _cursor_codec(request, tasks, sort, filters)
+            page = await tasks.list(filters, sort=sort, limit=limit, cursor=codec.decode(cursor))
         headers = {"X-Total-Count": str(page.total)}
         if page.next is not None:
-            next_page = _next_page_url(request, tasks.owner_id, (await codec()).encode(page.next))
-            headers["Link"] = f'<{next_page}>; rel="next"'
+            codec = codec or await _cursor_codec(request, tasks, sort, filters)
+            headers["Link"] = f'<{_next_page_url(request, tasks.owner_id, codec.encode(page.next))}>; rel="next"'
         return Response([TaskRead.from_row(row) for row in page.tasks], headers=headers)
 
     @post(
@@ -458,6 +454,14 @@ def _moment(name: str, value: str | None) -> datetime | None:
     if moment is None or moment.tzinfo is None:
         raise InvalidFieldError(name, "Expected an RFC 3339 date-time with its offset, e.g. 2026-12-24T18:00:00Z.")
     return moment
+
+
+async def _cursor_codec(
+    request: Request[Any, Any, Any], tasks: TaskService, sort: str, filters: TaskFilters
+) -> CursorCodec:
+    """Cursors of this listing: signed for its owner, sort and filters, so one cannot be spent on another."""
+    secret = await request.app.state.signing_keys.get(tasks.session, CURSOR_KEY)
+    return CursorCodec(secret, owner_id=tasks.owner_id, sort=sort, listing=filters.listing())
 
 
 def _next_page_url(request: Request[Any, Any, Any], owner_id: str, cursor: str) -> str:
