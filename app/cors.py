@@ -37,7 +37,15 @@ CORS_ALLOWED_HEADERS = (
     "Last-Event-ID",
 )
 #: Response headers its scripts may read (``Idempotent-Replayed``: this answer is a stored one, nothing written).
-CORS_EXPOSED_HEADERS = ("X-Total-Count", "Link", "Location", "ETag", "X-Request-ID", "Idempotent-Replayed")
+CORS_EXPOSED_HEADERS = (
+    "X-Total-Count",
+    "Link",
+    "Location",
+    "ETag",
+    "X-Request-ID",
+    "Idempotent-Replayed",
+    "Content-Disposition",
+)
 #: Seconds a browser may reuse a granted preflight.
 CORS_MAX_AGE_SECONDS = 600
 

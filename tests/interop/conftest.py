@@ -60,9 +60,16 @@ def start_better_auth(better_auth_installed: Path) -> Iterator[Callable[..., Bet
 
 
 @pytest.fixture(scope="session")
-def better_auth(start_better_auth: Callable[..., BetterAuth]) -> BetterAuth:
-    """The default Better Auth: EdDSA keys, ``jwt()`` with no options — what docs/frontend.md configures."""
-    return start_better_auth()
+def api_port() -> int:
+    """The service's port, chosen before either server starts: each is configured with the other's URL."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def better_auth(start_better_auth: Callable[..., BetterAuth], api_port: int) -> BetterAuth:
+    """The default Better Auth: EdDSA keys, ``jwt()`` with no options — what docs/frontend.md configures —
+    and account deletion erasing the user's data in the service (``user.deleteUser.beforeDelete``)."""
+    return start_better_auth(TODO_API_URL=f"http://127.0.0.1:{api_port}")
 
 
 # --- the service -----------------------------------------------------------------------------------------
@@ -77,12 +84,12 @@ def interop_database_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api_server(better_auth: BetterAuth, interop_database_url: str) -> Iterator[ApiServer]:
+def api_server(better_auth: BetterAuth, interop_database_url: str, api_port: int) -> Iterator[ApiServer]:
     """The service with only BETTER_AUTH_URL for authentication, and the frontend's origin allowed by CORS."""
     environment = service_environment(
         interop_database_url, **better_auth.as_sole_issuer(), cors_origins=better_auth.origin
     )
-    server = ApiServer(env=environment).start()
+    server = ApiServer(env=environment, port=api_port).start()
     yield server
     server.stop()
 

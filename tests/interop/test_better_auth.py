@@ -22,7 +22,9 @@ from app.db import create_engine
 from app.main import create_app
 from app.models import User
 from tests.support.better_auth import BetterAuth, RealUser
+from tests.support.databases import stored_for
 from tests.support.environment import service_settings
+from tests.support.servers import free_port
 
 BETTER_AUTH_ID = re.compile(r"^[A-Za-z0-9]{32}$")
 
@@ -240,3 +242,58 @@ def test_cached_keys_keep_working_while_better_auth_is_down(
     assert cached == [200, 200, 200]
     assert created.status_code == 201
     assert unknown.status_code == 401
+
+
+# --- deleting the account in Better Auth -----------------------------------------------------------------
+
+
+def delete_account(better_auth: BetterAuth, user: RealUser) -> httpx.Response:
+    """``authClient.deleteUser()``: a fresh session needs no password."""
+    return httpx.post(
+        f"{better_auth.origin}/api/auth/delete-user",
+        json={},
+        headers={"Cookie": user.cookie, "Origin": better_auth.url},
+        timeout=30,
+    )
+
+
+def test_deleting_the_account_in_better_auth_erases_its_tasks_here(
+    better_auth: BetterAuth, api: httpx.Client, interop_database_url: str
+) -> None:
+    user, other = better_auth.sign_up(), better_auth.sign_up()
+    for title in ("buy milk", "call mum", "file taxes"):
+        headers = {**user.headers, "Idempotency-Key": f"create-{title}"}
+        assert api.post(user.tasks_url(), json={"title": title}, headers=headers).status_code == 201
+    deleted_id = api.get(user.tasks_url(), headers=user.headers).json()[0]["id"]
+    assert api.delete(user.tasks_url(deleted_id), headers=user.headers).status_code == 204  # leaves a tombstone
+    assert api.post(other.tasks_url(), json={"title": "not mine"}, headers=other.headers).status_code == 201
+    assert stored_for(interop_database_url, user.id) == {
+        "users": 1,
+        "tasks": 2,
+        "task_tombstones": 1,
+        "idempotency_keys": 3,
+    }
+
+    response = delete_account(better_auth, user)
+
+    assert response.status_code == 200, response.text
+    assert stored_for(interop_database_url, user.id) == dict.fromkeys(
+        ["users", "tasks", "task_tombstones", "idempotency_keys"], 0
+    )
+    assert [task["title"] for task in api.get(other.tasks_url(), headers=other.headers).json()] == ["not mine"]
+    session = httpx.get(f"{better_auth.origin}/api/auth/get-session", headers={"Cookie": user.cookie})
+    assert session.json() is None  # and gone from Better Auth
+
+
+def test_an_account_the_api_could_not_erase_is_not_deleted_in_better_auth(
+    start_better_auth: Callable[..., BetterAuth],
+) -> None:
+    # A Better Auth whose Todo API is unreachable: nothing listens on the port it is given.
+    better_auth = start_better_auth(TODO_API_URL=f"http://127.0.0.1:{free_port()}")
+    user = better_auth.sign_up()
+
+    response = delete_account(better_auth, user)
+
+    assert response.status_code == 502, response.text
+    session = httpx.get(f"{better_auth.origin}/api/auth/get-session", headers={"Cookie": user.cookie})
+    assert session.json()["user"]["id"] == user.id  # still there: the user can try again

@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from app.docs import ASSETS_DIR, SCALAR_BUNDLE
 from tests.support.better_auth import BetterAuth
+from tests.support.databases import stored_for
 from tests.support.prerequisites import require
 from tests.support.servers import ApiServer, free_port
 
@@ -160,3 +161,21 @@ def test_a_tab_sees_a_change_made_in_another_tab_live(
     assert change["revision"] > listening["revision"]
     assert [task["title"] for task in replica] == ["Made in another tab"]
     print(f"\nanother tab's change seen after {change['seenAt'] - written['writtenAt']} ms")
+
+
+def test_a_user_pages_exports_and_deletes_their_account_from_the_browser(
+    page: Page, better_auth: BetterAuth, api_server: ApiServer, interop_database_url: str
+) -> None:
+    page.goto(
+        f"{better_auth.origin}/app/?api={api_server.url}&scenario=account&email=leaving-{id(page)}@interop.example"
+    )
+    page.wait_for_function("() => window.__result !== undefined", timeout=20_000)
+    result: dict[str, Any] = page.evaluate("() => window.__result")
+
+    assert result["ok"], result
+    assert result["pages"] == [["five", "four"], ["three", "two"], ["one"]]  # Link followed across origins
+    assert result["disposition"] == 'attachment; filename="todo-export.json"'  # exposed header
+    assert result["exported"] == ["one", "two", "three", "four", "five"]
+    assert result["user"]["id"] == result["userId"]
+    assert result["user"]["email"].startswith("leaving-")
+    assert set(stored_for(interop_database_url, result["userId"]).values()) == {0}  # erased by the hook

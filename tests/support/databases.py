@@ -1,4 +1,4 @@
-"""Creating and dropping scratch PostgreSQL databases, for the test session and the benchmark."""
+"""Scratch PostgreSQL databases for the test session and the benchmark, and what a database holds for a user."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import create_engine
 
 #: The PostgreSQL server tests make their databases on (any existing database to connect to as admin).
 TEST_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -77,3 +81,32 @@ def scratch_postgres(prefix: str = "todo_test") -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_database(TEST_ADMIN_URL, name))
+
+
+#: Every table holding a user's data, with the column naming the user.
+TABLES_OF_A_USER = (
+    ("users", "id"),
+    ("tasks", "user_id"),
+    ("task_tombstones", "user_id"),
+    ("idempotency_keys", "user_id"),
+)
+
+
+def stored_for(database_url: str, user_id: str) -> dict[str, int]:
+    """Rows the service holds for ``user_id``, table by table."""
+
+    async def count() -> dict[str, int]:
+        engine = create_engine(Settings(database_url=database_url))
+        try:
+            async with engine.connect() as connection:
+                counts = {}
+                for table, column in TABLES_OF_A_USER:
+                    statement = text(f"SELECT count(*) FROM {table} WHERE {column} = :id")  # noqa: S608 - fixed names
+                    counts[table] = (await connection.execute(statement, {"id": user_id})).scalar_one()
+                return counts
+        finally:
+            await engine.dispose()
+
+    # A thread of its own: a caller may already run an event loop (Playwright's sync API does).
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, count()).result()

@@ -3,7 +3,7 @@
 // Next.js app serves both its pages and /api/auth, and counts JWKS downloads at GET /__stats.
 //
 // Settings (environment): PORT (required), BETTER_AUTH_URL (default http://127.0.0.1:PORT),
-// BETTER_AUTH_SECRET, JWT_ALG, JWT_EXPIRATION, JWT_AUDIENCE, ID_FORMAT=uuid.
+// BETTER_AUTH_SECRET, JWT_ALG, JWT_EXPIRATION, JWT_AUDIENCE, ID_FORMAT=uuid, TODO_API_URL (enables account deletion).
 import { readFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { memoryAdapter } from "better-auth/adapters/memory";
@@ -22,6 +22,7 @@ const auth = createAuth({
   expirationTime: process.env.JWT_EXPIRATION || "15m",
   audience: process.env.JWT_AUDIENCE || undefined,
   uuidIds: process.env.ID_FORMAT === "uuid",
+  todoApiUrl: process.env.TODO_API_URL || undefined,
 });
 const handleAuth = toNodeHandler(auth);
 

@@ -63,6 +63,24 @@ async function write() {
   return { userId: session.user.id, id: task.id, writtenAt: Date.now() };
 }
 
+// Pages, the export, then the account deleted through Better Auth (whose hook erases it in the API).
+async function account() {
+  const email = params.get("email");
+  const signUp = await authClient.signUp.email({ email, password: "interop-password-1", name: "Leaving User" });
+  if (signUp.error) throw new Error(`sign-up failed: ${signUp.error.message}`);
+  const userId = signUp.data.user.id;
+  const api = todoApi(apiUrl, userId, getToken);
+  for (const title of ["one", "two", "three", "four", "five"]) await api.create({ title });
+
+  const pages = [];
+  for await (const tasks of api.pages({ limit: 2 })) pages.push(tasks.map((task) => task.title));
+  const { file, disposition } = await api.exportAccount();
+  const exported = JSON.parse(await file.text());
+  const { error } = await authClient.deleteUser();
+  if (error) throw new Error(`deleting the account failed: ${error.message ?? error.status}`);
+  return { userId, pages, disposition, exported: exported.tasks.map((task) => task.title), user: exported.user };
+}
+
 async function signUpOnly() {
   const email = params.get("email");
   const signUp = await authClient.signUp.email({ email, password: "interop-password-1", name: "Browser User" });
@@ -70,7 +88,7 @@ async function signUpOnly() {
   return { userId: signUp.data.user.id };
 }
 
-const scenarios = { crud: run, "sign-up": signUpOnly, "sync-listen": listen, "sync-write": write };
+const scenarios = { crud: run, account, "sign-up": signUpOnly, "sync-listen": listen, "sync-write": write };
 scenarios[params.get("scenario") ?? "crud"]().then(
   (result) => { window.__result = { ok: true, ...result }; },
   (error) => { window.__result = { ok: false, error: String(error), problem: error.problem ?? null }; },

@@ -2,8 +2,14 @@
 // `apiUrl` is where the Todo API is served; `getToken` returns a Better Auth JWT (see main.js).
 
 export function todoApi(apiUrl, userId, getToken) {
+  const accountUrl = `${apiUrl}/api/${encodeURIComponent(userId)}`;
+
   async function call(method, path = "", body, headers = {}) {
-    const response = await fetch(`${apiUrl}/api/${encodeURIComponent(userId)}/tasks${path}`, {
+    return send(method, `${accountUrl}/tasks${path}`, body, headers);
+  }
+
+  async function send(method, url, body, headers = {}) {
+    const response = await fetch(url, {
       method,
       headers: {
         Authorization: `Bearer ${await getToken()}`,
@@ -48,6 +54,22 @@ export function todoApi(apiUrl, userId, getToken) {
     },
     async clearCompleted() {
       return (await call("DELETE", "?completed=true")).json(); // { deleted, revision }
+    },
+    // Every task, a page at a time: follow `Link: rel="next"` until it is absent. The walk misses nothing
+    // that exists throughout it; a task changed meanwhile may come twice, so keep tasks by id.
+    async *pages(query = {}) {
+      let url = `${accountUrl}/tasks?${new URLSearchParams(query)}`;
+      while (url) {
+        const response = await send("GET", url);
+        yield await response.json();
+        const next = /<([^>]*)>;\s*rel="next"/.exec(response.headers.get("Link") ?? "");
+        url = next ? new URL(next[1], apiUrl).href : null; // a relative reference: resolve it against the API
+      }
+    },
+    // Everything stored for the user, as a file to save: { user, tasks }.
+    async exportAccount() {
+      const response = await send("GET", `${accountUrl}/export`);
+      return { file: await response.blob(), disposition: response.headers.get("Content-Disposition") };
     },
   };
 }
