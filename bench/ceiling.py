@@ -2,17 +2,21 @@
 
 A bare ASGI application that answers the same routes with the same SQL through a raw asyncpg pool, and
 verifies tokens with the service's own :class:`~app.auth.tokens.TokenVerifier` (same keys, same checks, same
-cache). It skips what a framework adds — validation of every input, problem details, rate limiting, security
-headers, audit logging — so it is an upper bound, not an alternative: never deploy it.
+cache). List pages link their next page with the service's own signed cursors (same key, same codec), and
+a cursor's page is read with the service's keyset statement. It skips what a framework adds — validation of
+every input, problem details, rate limiting, security headers, audit logging — so it is an upper bound, not an
+alternative: never deploy it.
 
     uvicorn bench.ceiling:app --workers N   (reads the same settings as the service: DATABASE_URL, JWT_*)
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +26,16 @@ from sqlalchemy.engine import make_url
 
 from app.auth.tokens import InvalidTokenError, Principal, TokenVerifier
 from app.config import load_settings
+from app.errors import InvalidFieldError
+from app.signing import KEY_BYTES
+from app.tasks.cursor import CURSOR_KEY, Cursor, CursorCodec
+from app.tasks.repository import TaskFilters
 from app.tasks.schemas import PRIORITIES, TaskRead
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Rows = list[asyncpg.Record]
 
 COLUMNS = "id, user_id, title, description, completed, created_at, updated_at, version"
 #: What a task response shows: the columns written plus what the database's triggers and defaults fill in.
@@ -39,6 +48,45 @@ ORDER = {
     "title": "lower(title) ASC, id ASC",
     "-title": "lower(title) DESC, id DESC",
 }
+#: What a cursor records of a page's last task (with its id), for each sort: the sort's leading value.
+SORT_KEYS = {"created_at": "created_at", "updated_at": "updated_at", "title": "lower(title)"}
+#: The listing every cursor here is signed for: the ceiling takes no filters.
+UNFILTERED = TaskFilters().listing()
+
+
+def page_statement(sort: str) -> str:
+    """The service's first (or ``OFFSET``) page: a deferred join, the page's ids from the index first, then their
+    rows, each with its sort key and the owner's revision (for the next page's cursor). $1 owner, $2 limit,
+    $3 offset."""
+    order = ORDER[sort]
+    columns = ", ".join(f"tasks.{c}" for c in RETURNED.split(", "))
+    return (
+        f"SELECT {columns}, {SORT_KEYS[sort.removeprefix('-')]} AS sort_key, "
+        "(SELECT users.revision FROM users WHERE users.id = $1) AS owner_revision FROM tasks JOIN "
+        f"(SELECT id FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3) AS page "
+        f"ON tasks.id = page.id WHERE tasks.user_id = $1 ORDER BY {order}"
+    )
+
+
+def walk_statement(sort: str) -> str:
+    """The service's page after a cursor (``app.tasks.repository._walk``), one statement and so one snapshot: part
+    0, the tasks ahead of the cursor (keyset); part 1, those behind it changed after ``seen_through``; the owner's
+    revision on every row. $1 owner, $2 and $3 the cursor's key and id, $4 limit, $5 seen_through."""
+    order, key = ORDER[sort], SORT_KEYS[sort.removeprefix("-")]
+    ahead, behind = ("<", ">=") if sort.startswith("-") else (">", "<=")
+    columns = f"{RETURNED}, {key} AS sort_key"
+    return (
+        "SELECT users.revision AS owner_revision, parts.* FROM users LEFT JOIN ("
+        f"(SELECT 0 AS part, {columns}, row_number() OVER (ORDER BY {order}) AS n FROM tasks "
+        f"WHERE user_id = $1 AND ({key}, id) {ahead} ($2, $3) ORDER BY {order} LIMIT $4) UNION ALL "
+        f"(SELECT 1 AS part, {columns}, row_number() OVER (ORDER BY revision) AS n FROM tasks "
+        f"WHERE user_id = $1 AND revision > $5 AND ({key}, id) {behind} ($2, $3) ORDER BY revision LIMIT $4)"
+        ") AS parts ON true WHERE users.id = $1 ORDER BY parts.part, parts.n"
+    )
+
+
+PAGES = {sort: page_statement(sort) for sort in ORDER}
+WALKS = {sort: walk_statement(sort) for sort in ORDER}
 
 
 class TaskIn(msgspec.Struct):
@@ -79,6 +127,7 @@ class Ceiling:
         self.verifier = TokenVerifier.from_settings(self.settings)
         self.pool: asyncpg.Pool | None = None
         self.provisioned: dict[Principal, float] = {}
+        self.cursor_secret: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -175,22 +224,75 @@ class Ceiling:
         self.provisioned[principal] = now + 300
 
     async def list(self, connection: asyncpg.Connection, owner: str, query: bytes) -> tuple[int, bytes, dict[str, str]]:
-        params = dict(pair.split("=", 1) for pair in query.decode().split("&") if "=" in pair)
-        limit, offset = int(params.get("limit", "1000")), int(params.get("offset", "0"))
-        order = ORDER[params.get("sort", "-created_at")]
+        pairs = [pair.split("=", 1) for pair in query.decode().split("&") if "=" in pair]
+        params = dict(pairs)
+        limit, sort = int(params.get("limit", "1000")), params.get("sort", "-created_at")
+        codec: CursorCodec | None = None
+        cursor: Cursor | None = None
+        if "cursor" in params:
+            codec = await self.cursor_codec(connection, owner, sort)
+            try:
+                cursor = codec.decode(params["cursor"])
+            except InvalidFieldError:
+                return 422, b'{"status":422}', {}
         total = await connection.fetchval("SELECT count(*) FROM tasks WHERE user_id = $1", owner)
+        headers = {"x-total-count": str(total)}
+        if cursor is None:
+            tasks, following = await self.page(connection, owner, sort, limit, int(params.get("offset", "0")), total)
+        else:
+            tasks, following = await self.walk(connection, owner, sort, limit, cursor)
+        if following is not None:
+            codec = codec or await self.cursor_codec(connection, owner, sort)
+            kept = "".join(f"{name}={value}&" for name, value in pairs if name not in {"cursor", "offset"})
+            headers["link"] = f'</api/{owner}/tasks?{kept}cursor={codec.encode(following)}>; rel="next"'
+        return 200, encoder.encode([task_out(row) for row in tasks]), headers
+
+    async def page(
+        self, connection: asyncpg.Connection, owner: str, sort: str, limit: int, offset: int, total: int
+    ) -> tuple[Rows, Cursor | None]:
+        """As ``TaskRepository.page``: the first page, or one ``offset`` tasks in, and the cursor after it."""
         if total == 0 or offset >= total:
-            return 200, b"[]", {"x-total-count": str(total)}
-        # The service's SQL: a deferred join, the page's ids from the index first, then their rows.
-        rows = await connection.fetch(
-            f"SELECT {', '.join(f'tasks.{c}' for c in RETURNED.split(', '))} FROM tasks JOIN "
-            f"(SELECT id FROM tasks WHERE user_id = $1 ORDER BY {order} LIMIT $2 OFFSET $3) AS page "
-            f"ON tasks.id = page.id WHERE tasks.user_id = $1 ORDER BY {order}",
-            owner,
-            limit,
-            offset,
-        )
-        return 200, encoder.encode([task_out(row) for row in rows]), {"x-total-count": str(total)}
+            return [], None
+        rows = await connection.fetch(PAGES[sort], owner, limit + 1, offset)
+        if len(rows) <= limit:
+            return rows, None
+        last = rows[limit - 1]
+        return rows[:limit], Cursor(last["sort_key"], last["id"], last["owner_revision"], datetime.now(UTC))
+
+    async def walk(
+        self, connection: asyncpg.Connection, owner: str, sort: str, limit: int, cursor: Cursor
+    ) -> tuple[Rows, Cursor | None]:
+        """As ``TaskRepository.walk``: the page after ``cursor`` (changes behind it first) and the cursor after it."""
+        rows = await connection.fetch(WALKS[sort], owner, cursor.key, cursor.task_id, limit + 1, cursor.seen_through)
+        if not rows:
+            return [], None
+        revision = rows[0]["owner_revision"]
+        ahead = [row for row in rows if row["part"] == 0]
+        behind = [row for row in rows if row["part"] == 1]
+        if len(behind) > limit:
+            return behind[:limit], replace(cursor, seen_through=behind[limit - 1]["revision"])
+        room = limit - len(behind)
+        tasks = [*behind, *ahead[:room]]
+        if len(ahead) <= room:
+            return tasks, None
+        if room == 0:
+            return tasks, replace(cursor, seen_through=revision)
+        last = ahead[room - 1]
+        return tasks, Cursor(last["sort_key"], last["id"], revision, cursor.now)
+
+    async def cursor_codec(self, connection: asyncpg.Connection, owner: str, sort: str) -> CursorCodec:
+        """The service's codec for this listing, with the service's key (read, or created, once per process)."""
+        if self.cursor_secret is None:
+            # As app/signing.py: the first to need the key creates it; everyone else reads the winner's.
+            await connection.execute(
+                "INSERT INTO signing_keys (name, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                CURSOR_KEY,
+                secrets.token_bytes(KEY_BYTES),
+                datetime.now(UTC),
+            )
+            secret = await connection.fetchval("SELECT secret FROM signing_keys WHERE name = $1", CURSOR_KEY)
+            self.cursor_secret = bytes(secret)
+        return CursorCodec(self.cursor_secret, owner_id=owner, sort=sort, listing=UNFILTERED)
 
     async def create(
         self, connection: asyncpg.Connection, owner: str, body: bytes

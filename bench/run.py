@@ -1,6 +1,6 @@
 """Benchmark the Todo API the way production runs it, against a framework-free ceiling, with wrk on loopback.
 
-    python -m bench.run [small|large|smoke] [--connections 1,16,64] [--duration 5] [--workers 1] [--scenarios ...]
+    python -m bench.run [small|large|smoke] [--connections 1,16,64] [--duration 5] [--workers 2] [--scenarios ...]
 
 In order, printing progress as it goes:
 
@@ -11,7 +11,8 @@ In order, printing progress as it goes:
 3. serves a JWKS on loopback and signs one EdDSA token per user, as Better Auth would;
 4. for each target — the service (``app.main:create_app``) and the ceiling (``bench/ceiling.py``: same SQL on a
    raw asyncpg pool, same token verification, no framework, no ORM) — starts uvicorn the production way (no
-   reload, no debug, access log off) and runs every scenario at every connection count for a bounded time;
+   reload, no debug, access log off), walks each deep account's listing once through the service to the cursor
+   of its last page, and runs every scenario at every connection count for a bounded time;
 5. writes ``bench/results/<time>-<profile>.json``, plots into ``docs/benchmarks/`` and the ratio table into
    ``docs/benchmarks.md``.
 
@@ -30,10 +31,12 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
@@ -53,6 +56,7 @@ DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGETS = {"service": ("app.main:create_app", True), "ceiling": ("bench.ceiling:app", False)}
 SERVERS = ("uvicorn", "granian")
 DEEP_TASKS = 10_000
+PAGE = 50
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,9 @@ SCENARIOS = [
     Scenario("list", "list", "small"),  # a 20-task user's default page
     Scenario("list-page-20", "list-page", "small"),  # limit=50: the whole list of a 20-task user
     Scenario("list-page-10k-start", "list-page", "deep"),
-    Scenario("list-page-10k-end", "list-page", "deep", offset=DEEP_TASKS - 50),
+    # The last page as a client reaches it: by the cursor of the page before (walked once, see last_page_cursor).
+    Scenario("list-page-10k-end", "list-cursor", "deep"),
+    Scenario("list-page-10k-end-offset", "list-page", "deep", offset=DEEP_TASKS - PAGE),  # the same page by OFFSET
     Scenario("get", "get", "small"),
     Scenario("create", "create", "fresh"),
     Scenario("update", "update", "small"),
@@ -219,13 +225,65 @@ def memory_mb(pid: int, field: str = "VmRSS") -> float:
 # --- load ---------------------------------------------------------------------------------------------
 
 
-def write_accounts(path: Path, key: SigningKey, population: Population | dict[str, list[Any]]) -> Path:
+def bench_token(user: str, key: SigningKey) -> str:
+    return mint(user, key, issuer=ISSUER, audience=ISSUER, expires_in=86_400, email=None, name="Bench")
+
+
+def write_accounts(
+    path: Path,
+    key: SigningKey,
+    population: Population | dict[str, list[Any]],
+    cursors: dict[str, str] | None = None,
+) -> Path:
+    """The accounts file scenario.lua reads: ``<user> <token> [cursor=<cursor>] <task id> …`` per line."""
     tasks = population.tasks if isinstance(population, Population) else population
     with path.open("w") as out:
         for user, task_ids in tasks.items():
-            token = mint(user, key, issuer=ISSUER, audience=ISSUER, expires_in=86_400, email=None, name="Bench")
-            out.write(" ".join([user, token, *(str(t) for t in task_ids)]) + "\n")
+            cursor = [f"cursor={cursors[user]}"] if cursors and user in cursors else []
+            out.write(" ".join([user, bench_token(user, key), *cursor, *(str(t) for t in task_ids)]) + "\n")
     return path
+
+
+def last_page_cursor(url: str, user: str, token: str) -> tuple[str, int]:
+    """Walk ``user``'s listing through the API as a client does (``limit=50``, following ``Link: rel="next"``
+    until it is absent); the cursor of the last page and how many pages there were."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        response = client.get(f"/api/{user}/tasks", params={"limit": PAGE}).raise_for_status()
+        cursor, pages = None, 1
+        while "next" in response.links:
+            link = response.links["next"]["url"]
+            cursor = parse_qs(urlsplit(link).query)["cursor"][0]
+            response = client.get(link).raise_for_status()
+            pages += 1
+    if cursor is None:
+        raise RuntimeError(f"{user}'s listing has a single page: no cursor to measure")
+    return cursor, pages
+
+
+def check_last_page(target: str, url: str, user: str, token: str, cursor: str, task_ids: list[uuid.UUID]) -> None:
+    """The cursor's page is the same last page on ``target``: the oldest tasks (seed_users dates task 0 oldest),
+    newest first, and no next page. Keeps the measured cell honest on both targets."""
+    headers = {"Authorization": f"Bearer {token}"}
+    response = httpx.get(f"{url}/api/{user}/tasks", params={"limit": PAGE, "cursor": cursor}, headers=headers)
+    response.raise_for_status()
+    expected = [str(t) for t in reversed(task_ids[: len(task_ids) % PAGE or PAGE])]
+    if [task["id"] for task in response.json()] != expected or "next" in response.links:
+        raise RuntimeError(f"{target} does not answer {user}'s cursor with the last page of the listing")
+
+
+def walk_deep_accounts(servers: dict[str, str], key: SigningKey, deep: Population) -> dict[str, str]:
+    """Each deep account's cursor to its last page, walked through the service (the ceiling when it runs alone),
+    then checked on every target."""
+    walker = "service" if "service" in servers else next(iter(servers))
+    cursors: dict[str, str] = {}
+    for user, task_ids in deep.tasks.items():
+        token = bench_token(user, key)
+        cursors[user], pages = last_page_cursor(servers[walker], user, token)
+        for target, url in servers.items():
+            check_last_page(target, url, user, token, cursors[user], task_ids)
+        checked = ", ".join(servers)
+        log(f"{user}: walked {pages} pages through the {walker}; its last page by cursor checked on {checked}")
+    return cursors
 
 
 def run_wrk(url: str, scenario: Scenario, accounts: Path, connections: int, duration: int) -> dict[str, Any]:
@@ -309,17 +367,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"database {name}: applying migrations")
         upgrade_schema(Settings(database_url=database_url))
         log(f"seeding {profile.describe()}")
+        small = asyncio.run(seed_users(database_url, profile.users, profile.tasks_per_user, prefix="s"))
+        deep = asyncio.run(seed_users(database_url, profile.deep_users, DEEP_TASKS, prefix="d"))
         accounts = {
-            "small": write_accounts(
-                work / "small.txt",
-                key,
-                asyncio.run(seed_users(database_url, profile.users, profile.tasks_per_user, prefix="s")),
-            ),
-            "deep": write_accounts(
-                work / "deep.txt",
-                key,
-                asyncio.run(seed_users(database_url, profile.deep_users, DEEP_TASKS, prefix="d")),
-            ),
+            "small": write_accounts(work / "small.txt", key, small),
+            "deep": write_accounts(work / "deep.txt", key, deep),
         }
         if profile.bulk_users:
             log(f"seeding {profile.bulk_users * profile.bulk_tasks_per_user:,} more tasks inside PostgreSQL")
@@ -337,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                 servers[target] = start_target(
                     target, database_url, jwks.url, args.workers, args.server, work / f"{target}.log"
                 )
+            if any(scenario.lua == "list-cursor" for scenario in scenarios):
+                cursors = walk_deep_accounts({target: url for target, (_, url) in servers.items()}, key, deep)
+                accounts["deep"] = write_accounts(work / "deep.txt", key, deep, cursors)
             runs = 0
             for scenario in scenarios:
                 for count in connections:

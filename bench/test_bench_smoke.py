@@ -16,6 +16,8 @@ from tests.support.prerequisites import require
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_FIELDS = {"target", "scenario", "connections", "requests", "rps", "p50_ms", "p90_ms", "p99_ms", "errors"}
+#: Writes, the 401 path, and the 10 000-task list's first page and its last page by cursor.
+SCENARIOS = ("get", "create", "unauthorized", "list-page-10k-start", "list-page-10k-end")
 
 
 def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -> None:
@@ -24,7 +26,7 @@ def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -
 
     completed = subprocess.run(
         [sys.executable, "-m", "bench.run", "smoke", "--duration", "1", "--connections", "2",
-         "--scenarios", "get,create,unauthorized", "--workers", "1", "--no-docs", "--output", str(output)],
+         "--scenarios", ",".join(SCENARIOS), "--workers", "1", "--no-docs", "--output", str(output)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -33,8 +35,13 @@ def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -
     assert {"started", "profile", "workers", "server", "duration_s", "connections"} <= set(document["run"])
     results = document["results"]
     assert {(r["target"], r["scenario"]) for r in results} == {
-        (target, scenario) for target in ("service", "ceiling") for scenario in ("get", "create", "unauthorized")
+        (target, scenario) for target in ("service", "ceiling") for scenario in SCENARIOS
     }
+    # The last page's cursor was walked to through the service, and both targets answered it with the last page
+    # (the run fails otherwise); a cursor refused by either target would count as errors below.
+    assert "walked 200 pages through the service; its last page by cursor checked on service, ceiling" in (
+        completed.stdout
+    )
     for result in results:
         assert set(result) >= RESULT_FIELDS
         assert result["requests"] > 0

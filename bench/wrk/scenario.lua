@@ -1,6 +1,6 @@
 -- wrk script for the Todo API benchmark.
 -- Usage: wrk -s bench/wrk/scenario.lua <url> -- <scenario> <accounts-file> <threads> [<page offset>]
--- The accounts file has one line per user: "<user_id> <token> <task_id> [<task_id> ...]".
+-- The accounts file has one line per user: "<user_id> <token> [cursor=<cursor>] <task_id> [<task_id> ...]".
 -- Each request rotates to the next user (and task), so caches see the whole population.
 
 local scenario
@@ -23,8 +23,11 @@ local function load_accounts(path)
     for word in line:gmatch("%S+") do table.insert(fields, word) end
     if #fields >= 2 then
       local tasks = {}
-      for i = 3, #fields do table.insert(tasks, fields[i]) end
-      table.insert(list, { id = fields[1], token = fields[2], tasks = tasks })
+      local cursor = nil
+      for i = 3, #fields do
+        if fields[i]:sub(1, 7) == "cursor=" then cursor = fields[i]:sub(8) else table.insert(tasks, fields[i]) end
+      end
+      table.insert(list, { id = fields[1], token = fields[2], cursor = cursor, tasks = tasks })
     end
   end
   return list
@@ -41,6 +44,11 @@ function init(args)
     if (i - 1) % thread_count == index then table.insert(accounts, account) end
   end
   if #accounts == 0 then accounts = all end
+  if scenario == "list-cursor" then
+    for _, account in ipairs(accounts) do
+      if account.cursor == nil then error("no cursor for " .. account.id .. " in " .. args[2]) end
+    end
+  end
 end
 
 local function pick()
@@ -68,6 +76,12 @@ end
 builders["list-page"] = function()
   local account = pick()
   return wrk.format("GET", "/api/" .. account.id .. "/tasks?limit=50&offset=" .. page_offset, json_headers(account))
+end
+
+-- The 50-task page a cursor points at: the harness walked each account's listing to its last page for it.
+builders["list-cursor"] = function()
+  local account = pick()
+  return wrk.format("GET", "/api/" .. account.id .. "/tasks?limit=50&cursor=" .. account.cursor, json_headers(account))
 end
 
 builders["get"] = function()
