@@ -13,7 +13,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import IdempotencyKey, Task, TaskTombstone, User
+from app.models import Task, User
+from tests.support.databases import rows_held_for
 from tests.support.factories import Account, create_task
 
 
@@ -29,24 +30,6 @@ async def export(client: httpx.AsyncClient, account: Account) -> dict[str, Any]:
     response = await client.get(export_url(account), headers=account.headers)
     assert response.status_code == 200, response.text
     return dict(response.json())
-
-
-async def stored_for(db: AsyncEngine, user_id: str) -> dict[str, int]:
-    """How many rows of each table hold something of ``user_id``."""
-    async with db.connect() as connection:
-        return {
-            table.__tablename__: int(
-                await connection.scalar(
-                    select(func.count())
-                    .select_from(table)
-                    .where(
-                        (table.id if table is User else table.user_id) == user_id  # type: ignore[attr-defined]
-                    )
-                )
-                or 0
-            )
-            for table in (User, Task, TaskTombstone, IdempotencyKey)
-        }
 
 
 async def test_the_export_is_an_attachment_holding_the_user_and_every_task_as_the_api_shows_them(
@@ -107,7 +90,7 @@ async def test_another_users_export_or_erase_is_forbidden_and_erases_nothing(
 
     assert (exported.status_code, erased.status_code) == (403, 403)
     assert erased.headers["Content-Type"] == "application/problem+json"
-    assert (await stored_for(db, alice.id))["tasks"] == 1
+    assert (await rows_held_for(db, alice.id))["tasks"] == 1
 
 
 async def test_export_and_erase_need_a_token(client: httpx.AsyncClient, alice: Account) -> None:
@@ -122,15 +105,15 @@ async def test_erasing_removes_every_row_stored_for_the_user_and_nothing_of_anyo
     await client.delete(alice.tasks_url(tasks[0]["id"]), headers=alice.headers)  # a tombstone
     await client.post(alice.tasks_url(), json={"title": "keyed"}, headers={**alice.headers, "Idempotency-Key": "k1"})
     await create_task(client, bob)
-    assert all((await stored_for(db, alice.id)).values())
-    bobs_before = await stored_for(db, bob.id)
+    assert all((await rows_held_for(db, alice.id)).values())
+    bobs_before = await rows_held_for(db, bob.id)
 
     response = await client.delete(account_url(alice), headers=alice.headers)
 
     assert response.status_code == 204
     assert response.content == b""
-    assert await stored_for(db, alice.id) == {"users": 0, "tasks": 0, "task_tombstones": 0, "idempotency_keys": 0}
-    assert await stored_for(db, bob.id) == bobs_before
+    assert await rows_held_for(db, alice.id) == {"users": 0, "tasks": 0, "task_tombstones": 0, "idempotency_keys": 0}
+    assert await rows_held_for(db, bob.id) == bobs_before
 
 
 async def test_erasing_again_is_204_too(client: httpx.AsyncClient, alice: Account) -> None:
@@ -159,7 +142,7 @@ async def test_after_erasure_a_valid_token_starts_a_fresh_empty_account(
     assert fresh == {"changes": [], "revision": 0, "has_more": False}
     assert resumed.status_code == 422  # a replica of the erased account must start again from 0
     assert created["revision"] == 1
-    assert (await stored_for(db, alice.id))["users"] == 1
+    assert (await rows_held_for(db, alice.id))["users"] == 1
 
 
 async def test_writes_racing_an_erasure_leave_no_orphan_rows(
@@ -176,7 +159,7 @@ async def test_writes_racing_an_erasure_leave_no_orphan_rows(
         client.delete(account_url(alice), headers=alice.headers), *(create() for _ in range(6))
     )
 
-    stored = await stored_for(db, alice.id)
+    stored = await rows_held_for(db, alice.id)
     assert erased.status_code == 204
     assert set(created) == {201}
     # Every task left is one created after the erasure, in a fresh account that holds it.

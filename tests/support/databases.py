@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import create_engine
+from app.models import IdempotencyKey, Task, TaskTombstone, User
 
 #: The PostgreSQL server tests make their databases on (any existing database to connect to as admin).
 TEST_ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -83,27 +84,31 @@ def scratch_postgres(prefix: str = "todo_test") -> Iterator[str]:
         asyncio.run(drop_database(TEST_ADMIN_URL, name))
 
 
-#: Every table holding a user's data, with the column naming the user.
-TABLES_OF_A_USER = (
-    ("users", "id"),
-    ("tasks", "user_id"),
-    ("task_tombstones", "user_id"),
-    ("idempotency_keys", "user_id"),
-)
+async def rows_held_for(db: AsyncEngine, user_id: str) -> dict[str, int]:
+    """How many rows of each table hold something of ``user_id`` (every table the service keeps per user)."""
+    async with db.connect() as connection:
+        return {
+            table.__tablename__: int(
+                await connection.scalar(
+                    select(func.count())
+                    .select_from(table)
+                    .where(
+                        (table.id if table is User else table.user_id) == user_id  # type: ignore[attr-defined]
+                    )
+                )
+                or 0
+            )
+            for table in (User, Task, TaskTombstone, IdempotencyKey)
+        }
 
 
 def stored_for(database_url: str, user_id: str) -> dict[str, int]:
-    """Rows the service holds for ``user_id``, table by table."""
+    """:func:`rows_held_for`, from synchronous code, given the database's URL."""
 
     async def count() -> dict[str, int]:
-        engine = create_engine(Settings(database_url=database_url))
+        engine = create_engine(Settings(database_url=database_url), pooled=False)
         try:
-            async with engine.connect() as connection:
-                counts = {}
-                for table, column in TABLES_OF_A_USER:
-                    statement = text(f"SELECT count(*) FROM {table} WHERE {column} = :id")  # noqa: S608 - fixed names
-                    counts[table] = (await connection.execute(statement, {"id": user_id})).scalar_one()
-                return counts
+            return await rows_held_for(engine, user_id)
         finally:
             await engine.dispose()
 
