@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from app.config import Settings
+from app.pool import FairAsyncAdaptedQueuePool
 
 __all__ = (
     "MIGRATION_LOCK_KEY",
@@ -81,6 +82,10 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
                 pool_reset_on_return=None,
                 skip_autocommit_rollback=True,
             )
+        if target.dialect == "postgresql":
+            # First come, first served under contention: SQLAlchemy's own queue lets newcomers take a returned
+            # connection ahead of those already waiting, which is what made the 99th percentile (app/pool.py).
+            kwargs["poolclass"] = FairAsyncAdaptedQueuePool
         kwargs.update(
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
