@@ -8,25 +8,19 @@ of the line: under saturation a few requests lose that race again and again, and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from sqlalchemy import event, text
 
 from app.config import Settings
 from app.db import create_engine
 from app.pool import FairAsyncAdaptedQueue, FairAsyncAdaptedQueuePool
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Let other tasks run until ``condition`` holds (no clock involved)."""
-    while not condition():
-        await asyncio.sleep(0)
+from tests.support.servers import until
 
 
 async def test_a_returned_connection_goes_to_the_longest_waiter_not_to_a_newcomer(postgres_database_url: str) -> None:
     engine = create_engine(Settings(database_url=postgres_database_url, database_pool_size=1))
     assert isinstance(engine.pool, FairAsyncAdaptedQueuePool)
-    line = engine.pool._pool  # noqa: SLF001 - the queue's line is what this test is about
+    line = engine.pool._pool  # the queue's line is what this test is about
     assert isinstance(line, FairAsyncAdaptedQueue)
     served: list[str] = []
     parked: set[str] = set()
@@ -43,14 +37,14 @@ async def test_a_returned_connection_goes_to_the_longest_waiter_not_to_a_newcome
         holder = await engine.connect()
         await holder.execute(text("SELECT 1"))
         waiting = []
-        for name in ("first", "second", "third"):
+        for in_line, name in enumerate(("first", "second", "third"), start=1):
             waiting.append(asyncio.create_task(request(name)))
-            await until(lambda n=len(waiting): line.waiting() == n)
+            await until(lambda n=in_line: line.waiting() == n, f"{name} waiting")
         # The newcomer becomes ready to run in the very turn the connection comes back (just before it goes back
         # into the queue), as a request arriving mid-turn does.
         go = asyncio.Event()
         newcomer = asyncio.create_task(request("newcomer", go))
-        await until(lambda: "newcomer" in parked)
+        await until(lambda: "newcomer" in parked, "the newcomer parked")
         event.listen(engine.sync_engine.pool, "checkin", lambda *_: go.set(), once=True)
         await holder.close()
         await asyncio.gather(*waiting, newcomer)
@@ -63,12 +57,9 @@ async def test_a_returned_connection_goes_to_the_longest_waiter_not_to_a_newcome
 async def test_a_waiter_that_times_out_leaves_the_line_and_the_next_one_is_served() -> None:
     line: FairAsyncAdaptedQueue[str] = FairAsyncAdaptedQueue(maxsize=1)
 
-    async def take(timeout: float | None) -> str:
-        return await line._wait(timeout)  # noqa: SLF001 - what get awaits, without a greenlet
-
-    impatient = asyncio.create_task(take(0))
-    patient = asyncio.create_task(take(None))
-    await until(lambda: impatient.done())
+    impatient = asyncio.create_task(line._wait(0))
+    patient = asyncio.create_task(line._wait(None))
+    await until(impatient.done, "the impatient waiter timing out")
     assert isinstance(impatient.exception(), Exception)  # Empty: the pool turns it into its TimeoutError
     line.put_nowait("connection")
     assert await patient == "connection"
@@ -78,9 +69,9 @@ async def test_a_waiter_that_times_out_leaves_the_line_and_the_next_one_is_serve
 
 async def test_a_connection_handed_to_a_cancelled_waiter_goes_to_the_next_one() -> None:
     line: FairAsyncAdaptedQueue[str] = FairAsyncAdaptedQueue(maxsize=1)
-    gone = asyncio.create_task(line._wait(None))  # noqa: SLF001
-    next_one = asyncio.create_task(line._wait(None))  # noqa: SLF001
-    await until(lambda: line.waiting() == 2)
+    gone = asyncio.create_task(line._wait(None))
+    next_one = asyncio.create_task(line._wait(None))
+    await until(lambda: line.waiting() == 2, "two waiting")
     line.put_nowait("connection")  # handed to the first waiter, which is cancelled before it runs
     gone.cancel()
     assert await next_one == "connection"
