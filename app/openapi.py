@@ -23,6 +23,7 @@ from litestar.openapi.spec import (
 
 from app.docs import ScalarDocs
 from app.errors import PROBLEM_JSON, ProblemDetails
+from app.http_layers import MAX_REQUEST_HEADER_BYTES, MAX_REQUEST_HEADERS, MAX_REQUEST_TARGET_BYTES
 
 __all__ = ("BEARER_SCHEME", "HEADER_SCHEMAS", "finalize_schema", "openapi_config", "problem_responses")
 
@@ -42,12 +43,17 @@ _DESCRIPTIONS = {
     ),
     412: "`If-Match` does not match the task's current ETag: it changed since it was read. Nothing was changed.",
     413: "The request body is larger than 64 KiB.",
+    414: f"The request URL (path and query) is longer than {MAX_REQUEST_TARGET_BYTES // 1024} KiB.",
     415: "The request body is not `application/json`.",
     422: (
         "The request is invalid; `errors` names each offending field (the `Idempotency-Key` header when it is "
         "malformed, or was used for a different request)."
     ),
     429: "Too many requests from this user (or, without a valid token, this address); see `Retry-After`.",
+    431: (
+        f"The request carries more than {MAX_REQUEST_HEADERS} header fields, or more than "
+        f"{MAX_REQUEST_HEADER_BYTES // 1024} KiB of them."
+    ),
     503: "The database is unavailable right now; retry after `Retry-After` seconds.",
 }
 
@@ -65,6 +71,9 @@ HEADER_SCHEMAS = {
     "Idempotent-Replayed": Schema(type=OpenAPIType.STRING, enum=["true"]),
 }
 
+#: What any request may be refused with before it is routed (app/http_layers.py), so every operation lists them.
+_ALWAYS = (414, 431)
+
 #: The header each of these problem statuses always carries, which its description tells the client to read.
 _PROBLEM_HEADERS = {
     401: ("WWW-Authenticate", "The bearer challenge (RFC 6750 §3); `error_description` says what is wrong."),
@@ -74,8 +83,9 @@ _PROBLEM_HEADERS = {
 
 
 def problem_responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> dict[int, ResponseSpec]:
-    """Document these error statuses with the problem-details schema; ``descriptions`` words some of them for
-    the one operation (what a 503 of an event stream means, say)."""
+    """Document these error statuses, and the oversized-request ones every operation may answer, with the
+    problem-details schema; ``descriptions`` words some of them for the one operation (what a 503 of an event
+    stream means, say)."""
     return {
         status: ResponseSpec(
             data_container=ProblemDetails,
@@ -83,7 +93,7 @@ def problem_responses(*statuses: int, descriptions: Mapping[int, str] | None = N
             media_type=PROBLEM_JSON,
             generate_examples=False,
         )
-        for status in statuses
+        for status in sorted({*statuses, *_ALWAYS})
     }
 
 
