@@ -32,6 +32,9 @@ class Result:
     errors: int
     error_detail: dict[str, int] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    # wrk's connections held by each worker process mid-run, busiest first: the kernel gives a new connection to
+    # whichever worker accepts first, and wrk keeps its connections for the whole cell.
+    connections_per_worker: list[int] = field(default_factory=list)
 
 
 def write_json(path: Path, run: dict[str, Any], results: list[Result]) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -286,17 +287,40 @@ def walk_deep_accounts(servers: dict[str, str], key: SigningKey, deep: Populatio
     return cursors
 
 
-def run_wrk(url: str, scenario: Scenario, accounts: Path, connections: int, duration: int) -> dict[str, Any]:
+def connections_per_worker(server_pid: int, port: int) -> list[int]:
+    """Established connections to ``port`` held by each of the server's worker processes, busiest first."""
+    workers = set(process_tree(server_pid))
+    listing = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True, text=True, check=False, timeout=10,
+    ).stdout  # fmt: skip
+    held: dict[int, int] = {}
+    for pid in (int(match) for match in re.findall(r"pid=(\d+)", listing)):
+        if pid in workers:
+            held[pid] = held.get(pid, 0) + 1
+    return sorted(held.values(), reverse=True)
+
+
+def run_wrk(
+    url: str, scenario: Scenario, accounts: Path, connections: int, duration: int, server_pid: int
+) -> tuple[dict[str, Any], list[int]]:
+    """One cell: wrk's summary, and how its connections were spread over the workers halfway through."""
     threads = max(1, min(connections, 2))
     command = [
         "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", str(LUA), url,
         "--", scenario.lua, str(accounts), str(threads), str(scenario.offset),
     ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 120).stdout
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # still running, as it should be
+            wrk.wait(timeout=duration / 2)
+        spread = connections_per_worker(server_pid, urlsplit(url).port or 80)
+        output, errors = wrk.communicate(timeout=duration + 120)
+    if wrk.returncode != 0:
+        raise RuntimeError(f"wrk failed ({wrk.returncode}):\n{errors}")
     line = next((line for line in output.splitlines() if line.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no summary:\n{output}")
-    return dict(json.loads(line.removeprefix("WRK_JSON ")))
+    return dict(json.loads(line.removeprefix("WRK_JSON "))), spread
 
 
 def to_result(target: str, scenario: Scenario, connections: int, raw: dict[str, Any], rss: float) -> Result:
@@ -408,12 +432,14 @@ def main(argv: list[str] | None = None) -> int:
                             )
                             scenario_accounts = write_accounts(work / "fresh.txt", key, fresh)
                         assert scenario_accounts is not None
-                        raw = run_wrk(url, scenario, scenario_accounts, count, args.duration)
+                        raw, spread = run_wrk(url, scenario, scenario_accounts, count, args.duration, process.pid)
                         result = to_result(target, scenario, count, raw, peak_rss_mb(process.pid))
+                        result.connections_per_worker = spread
                         results.append(result)
                         log(
                             f"{target:>8} {scenario.name:>24} × {count:>3}: {result.rps:>8,.0f} req/s  "
-                            f"p50 {result.p50_ms:>6} ms  p99 {result.p99_ms:>7} ms  errors {result.errors}"
+                            f"p50 {result.p50_ms:>6} ms  p99 {result.p99_ms:>7} ms  errors {result.errors}  "
+                            f"connections per worker {spread}"
                         )
         finally:
             for process, _ in servers.values():

@@ -47,6 +47,7 @@ def test_a_tiny_benchmark_run_writes_a_well_formed_result_file(tmp_path: Path) -
         assert result["requests"] > 0
         assert result["errors"] == 0, result
         assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"]
+        assert result["connections_per_worker"] == [2], result  # wrk's 2 connections, on the one worker
     assert "| get | 2 |" in completed.stdout  # the ratio table was printed
     run, loaded = load_json(output)
     verdicts = targets_table(run, loaded)
