@@ -250,7 +250,8 @@ def test_the_stream_is_documented_with_its_resume_points_and_refusals(tmp_path: 
 
     assert (operation["operationId"], operation["tags"]) == ("StreamTaskEvents", ["Tasks"])
     assert operation["security"] == [{"BearerToken": []}]
-    assert set(operation["responses"]) == {"200", "401", "403", "410", "422", "429", "503"}
+    # 414 and 431: any request may be refused before routing (too long a URL, too many or too large headers).
+    assert set(operation["responses"]) == {"200", "401", "403", "410", "414", "422", "429", "431", "503"}
     assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
     assert {(p["in"], p["name"]) for p in operation["parameters"]} == {
         ("path", "user_id"),
