@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -19,9 +19,10 @@ from advanced_alchemy.extensions.litestar import (
 )
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool, PoolProxiedConnection
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, NullPool, PoolProxiedConnection
 
 from app.config import Settings
 from app.pool import FairAsyncAdaptedQueuePool
@@ -82,9 +83,12 @@ def create_engine(settings: Settings, *, pooled: bool = True) -> AsyncEngine:
                 pool_reset_on_return=None,
                 skip_autocommit_rollback=True,
             )
-        if target.dialect == "postgresql":
-            # First come, first served under contention: SQLAlchemy's own queue lets newcomers take a returned
-            # connection ahead of those already waiting, which is what made the 99th percentile (app/pool.py).
+        url = make_url(target.url)
+        dialect = cast("type[DefaultDialect]", url.get_dialect())  # both of ours are
+        if issubclass(dialect.get_pool_class(url), AsyncAdaptedQueuePool):
+            # Wherever SQLAlchemy would queue for connections (not an in-memory SQLite's single one): first come,
+            # first served. Its own queue lets newcomers take a returned connection ahead of those already
+            # waiting, which is what made the 99th percentile (app/pool.py).
             kwargs["poolclass"] = FairAsyncAdaptedQueuePool
         kwargs.update(
             pool_size=settings.database_pool_size,

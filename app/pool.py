@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 from sqlalchemy.util.queue import AsyncAdaptedQueue, Empty, Full
@@ -26,7 +26,7 @@ __all__ = ("FairAsyncAdaptedQueue", "FairAsyncAdaptedQueuePool")
 _T = TypeVar("_T")
 
 
-class FairAsyncAdaptedQueue(AsyncAdaptedQueue[_T], Generic[_T]):
+class FairAsyncAdaptedQueue(AsyncAdaptedQueue[_T]):
     """Idle items, and a line of waiters that each returned item goes to before anyone else sees it.
 
     The interface is SQLAlchemy's pool queue (``get``/``put`` are called from the pool's synchronous code, inside

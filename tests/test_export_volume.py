@@ -19,6 +19,8 @@ from sqlalchemy import text
 
 from app.config import Settings
 from app.db import create_engine, upgrade_schema
+from app.models import FIRST_POSITION
+from app.tasks.ordering import GAP, INTEGER_DIGITS
 from tests.support.databases import scratch_postgres
 from tests.support.environment import service_environment
 from tests.support.factories import Account
@@ -54,10 +56,9 @@ async def seed(database_url: str, user_id: str, count: int) -> None:
                 text(
                     "INSERT INTO users (id, email, name, created_at, updated_at, revision, task_count, first_position) "
                     "VALUES (:id, 'large@example.com', 'Large Account', now(), now(), "
-                    "        CAST(:count AS bigint), CAST(:count AS integer), "
-                    "        500000000000000000 - CAST(:count AS bigint) * 1024)"
+                    "        CAST(:count AS bigint), CAST(:count AS integer), :first - CAST(:count AS bigint) * :gap)"
                 ),
-                {"id": user_id, "count": count},
+                {"id": user_id, "count": count, "first": FIRST_POSITION, "gap": GAP},
             )
             await connection.execute(
                 text(
@@ -66,10 +67,17 @@ async def seed(database_url: str, user_id: str, count: int) -> None:
                     "SELECT gen_random_uuid(), :id, 'task ' || n, :description, n % 3 = 0, "
                     "       timestamptz '2026-01-01' + n * interval '1 millisecond', "
                     "       timestamptz '2026-01-01' + n * interval '1 millisecond', n % 4, n, "
-                    "       lpad((500000000000000000 - n * 1024)::text, 18, '0') "
+                    "       lpad((CAST(:first AS bigint) - n * :gap)::text, :digits, '0') "
                     "FROM generate_series(1, :count) AS n"
                 ),
-                {"id": user_id, "description": DESCRIPTION, "count": count},
+                {
+                    "id": user_id,
+                    "description": DESCRIPTION,
+                    "count": count,
+                    "first": FIRST_POSITION,
+                    "gap": GAP,
+                    "digits": INTEGER_DIGITS,
+                },
             )
     finally:
         await engine.dispose()
