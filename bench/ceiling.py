@@ -30,7 +30,17 @@ from app.errors import InvalidFieldError
 from app.signing import KEY_BYTES
 from app.tasks.cursor import CURSOR_KEY, Cursor, CursorCodec
 from app.tasks.repository import TaskFilters
-from app.tasks.schemas import PRIORITIES, TaskRead
+from app.tasks.schemas import (
+    PRIORITIES,
+    ChangeFeed,
+    CompletionChange,
+    TaskChange,
+    TaskDeletion,
+    TaskRead,
+    TasksDeleted,
+    TasksUpdated,
+    TaskUpsert,
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -87,6 +97,37 @@ def walk_statement(sort: str) -> str:
 
 PAGES = {sort: page_statement(sort) for sort in ORDER}
 WALKS = {sort: walk_statement(sort) for sort in ORDER}
+#: The service's change feed (``app.tasks.repository._changes``): the owner's tasks changed after ``since``, and
+#: its tombstones after it unless ``since`` is 0, as rows of one shape, oldest first, with the owner's revision
+#: and ``purged_through`` from the same snapshot. A left join from the owner's row: an owner without changes
+#: still gets one row, with a null ``op``. $1 owner, $2 since, $3 limit.
+CHANGES = (
+    "SELECT users.revision AS owner_revision, users.purged_through, changes.* FROM users LEFT JOIN ("
+    f"SELECT 'upsert' AS op, {RETURNED}, NULL AS deleted_at FROM tasks WHERE user_id = $1 AND revision > $2 "
+    "UNION ALL SELECT 'delete', task_id, user_id, NULL, NULL, NULL, NULL, NULL, NULL, revision, NULL, NULL, NULL, "
+    "deleted_at FROM task_tombstones WHERE user_id = $1 AND revision > $2 AND $2 > 0"
+    ") AS changes ON true WHERE users.id = $1 ORDER BY changes.revision LIMIT $3"
+)
+#: Every write of the service locks the owner's row before any task row (app/tasks/repository.py, _owner_locked);
+#: the triggers then stamp each row's revision and tombstone.
+OWNER_LOCKED = "EXISTS (SELECT users.id FROM users WHERE users.id = $1 FOR UPDATE)"
+#: The service's create (``_insert``): inserted only while the owner, whose row it locks, is under the quota.
+INSERT = (
+    f"INSERT INTO tasks ({COLUMNS}) SELECT $2, users.id, $3, $4, $5, $6, $6, 1 FROM users "
+    f"WHERE users.id = $1 AND users.task_count < $7 FOR UPDATE RETURNING {RETURNED}"
+)
+#: The service's single-task writes (``_update``, ``_toggle``, ``_remove``) and bulk ones (``_set_all_completed``,
+#: ``_remove_completed``).
+TOGGLE = (
+    "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1 "
+    f"WHERE user_id = $1 AND {OWNER_LOCKED} AND id = $2 RETURNING {RETURNED}"
+)
+REMOVE = f"DELETE FROM tasks WHERE user_id = $1 AND {OWNER_LOCKED} AND id = $2 RETURNING id"
+SET_ALL_COMPLETED = (
+    "UPDATE tasks SET completed = $2, updated_at = $3, version = version + 1 WHERE user_id = $1 "
+    f"AND {OWNER_LOCKED} AND completed != $2 RETURNING {RETURNED}"
+)
+REMOVE_COMPLETED = f"DELETE FROM tasks WHERE user_id = $1 AND {OWNER_LOCKED} AND completed = true RETURNING id"
 
 
 class TaskIn(msgspec.Struct):
@@ -183,6 +224,12 @@ class Ceiling:
                     return await self.list(connection, principal.id, scope["query_string"])
                 if method == "POST":
                     return await self.create(connection, principal.id, await read_body(receive))
+                if method == "PATCH":
+                    return await self.set_all_completed(connection, principal.id, await read_body(receive))
+                if method == "DELETE":
+                    return await self.delete_completed(connection, principal.id, scope["query_string"])
+            if len(parts) == 4 and parts[3] == "changes" and method == "GET":
+                return await self.changes(connection, principal.id, scope["query_string"])
             task_id = uuid.UUID(parts[3])
             if len(parts) == 4 and method == "GET":
                 row = await connection.fetchrow(
@@ -193,18 +240,10 @@ class Ceiling:
                 changes = msgspec.json.decode(await read_body(receive), type=TaskChanges)
                 return await self.update(connection, principal.id, task_id, changes)
             if len(parts) == 4 and method == "DELETE":
-                deleted = await connection.fetchval(
-                    "DELETE FROM tasks WHERE user_id = $1 AND id = $2 RETURNING id", principal.id, task_id
-                )
+                deleted = await connection.fetchval(REMOVE, principal.id, task_id)
                 return (204, b"", {}) if deleted else (404, b'{"status":404}', {})
             if len(parts) == 5 and method == "PATCH":
-                row = await connection.fetchrow(
-                    "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1 "
-                    f"WHERE user_id = $1 AND id = $2 RETURNING {RETURNED}",
-                    principal.id,
-                    task_id,
-                    datetime.now(UTC),
-                )
+                row = await connection.fetchrow(TOGGLE, principal.id, task_id, datetime.now(UTC))
                 return one(row)
         return 405, b'{"status":405}', {}
 
@@ -280,6 +319,59 @@ class Ceiling:
         last = ahead[room - 1]
         return tasks, Cursor(last["sort_key"], last["id"], revision, cursor.now)
 
+    async def changes(
+        self, connection: asyncpg.Connection, owner: str, query: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """As ``TaskService.changes``: up to ``limit`` changes after ``since``, and where the next page starts."""
+        params = dict(pair.split("=", 1) for pair in query.decode().split("&") if "=" in pair)
+        since, limit = int(params.get("since", "0")), int(params.get("limit", "1000"))
+        rows = await connection.fetch(CHANGES, owner, since, limit + 1)
+        if not rows:  # the owner's row is gone (never here: the ceiling provisions it): an empty account
+            return 200, encoder.encode(ChangeFeed(changes=[], revision=0, has_more=False)), {}
+        current, purged_through = rows[0]["owner_revision"], rows[0]["purged_through"]
+        if since > current:
+            return 422, b'{"status":422}', {}
+        if 0 < since < purged_through:
+            return 410, b'{"status":410}', {}
+        changed = [row for row in rows if row["op"] is not None]
+        has_more = len(changed) > limit
+        changed = changed[:limit]
+        revision = changed[-1]["revision"] if has_more else current
+        changes = [change_out(row) for row in changed]
+        if since == 0 and has_more and revision < purged_through:
+            # As the service: a full sync finishes the live tasks up to purged_through in this page.
+            through = await connection.fetch(
+                f"SELECT {RETURNED} FROM tasks WHERE user_id = $1 AND revision > $2 AND revision <= $3 "
+                "ORDER BY revision",
+                owner,
+                revision,
+                purged_through,
+            )
+            changes += [TaskUpsert(revision=row["revision"], task=task_out(row)) for row in through]
+            revision = purged_through
+        return 200, encoder.encode(ChangeFeed(changes=changes, revision=revision, has_more=has_more)), {}
+
+    async def set_all_completed(
+        self, connection: asyncpg.Connection, owner: str, body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """As ``TaskService.set_all_completed``: one statement, and the revision it reached, in one transaction."""
+        data = msgspec.json.decode(body, type=CompletionChange)
+        async with connection.transaction():
+            updated = await connection.fetch(SET_ALL_COMPLETED, owner, data.completed, datetime.now(UTC))
+            revision = await connection.fetchval("SELECT revision FROM users WHERE id = $1", owner)
+        return 200, encoder.encode(TasksUpdated(updated=len(updated), revision=revision or 0)), {}
+
+    async def delete_completed(
+        self, connection: asyncpg.Connection, owner: str, query: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """As ``TaskService.delete_completed``: one statement, and the revision it reached, in one transaction."""
+        if b"completed=true" not in query.split(b"&"):
+            return 422, b'{"status":422}', {}
+        async with connection.transaction():
+            deleted = await connection.fetch(REMOVE_COMPLETED, owner)
+            revision = await connection.fetchval("SELECT revision FROM users WHERE id = $1", owner)
+        return 200, encoder.encode(TasksDeleted(deleted=len(deleted), revision=revision or 0)), {}
+
     async def cursor_codec(self, connection: asyncpg.Connection, owner: str, sort: str) -> CursorCodec:
         """The service's codec for this listing, with the service's key (read, or created, once per process)."""
         if self.cursor_secret is None:
@@ -300,14 +392,17 @@ class Ceiling:
         data = msgspec.json.decode(body, type=TaskIn)
         now = datetime.now(UTC)
         row = await connection.fetchrow(
-            f"INSERT INTO tasks ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6, 1) RETURNING {RETURNED}",
-            uuid.uuid4(),
+            INSERT,
             owner,
+            uuid.uuid4(),
             data.title,
             data.description,
             data.completed,
             now,
+            self.settings.max_tasks_per_user,
         )
+        if row is None:
+            return 409, b'{"status":409}', {}
         status, payload, headers = one(row)
         headers["location"] = f"/api/{owner}/tasks/{row['id']}"
         return 201, payload, headers
@@ -319,13 +414,20 @@ class Ceiling:
         assignments = ", ".join(f"{name} = ${n}" for n, name in enumerate(values, start=4))
         row = await connection.fetchrow(
             f"UPDATE tasks SET {assignments}{', ' if values else ''}updated_at = $3, version = version + 1 "
-            f"WHERE user_id = $1 AND id = $2 RETURNING {RETURNED}",
+            f"WHERE user_id = $1 AND {OWNER_LOCKED} AND id = $2 RETURNING {RETURNED}",
             owner,
             task_id,
             datetime.now(UTC),
             *values.values(),
         )
         return one(row)
+
+
+def change_out(row: asyncpg.Record) -> TaskChange:
+    """A change feed row as the service's change: a tombstone, or the task in its latest state."""
+    if row["op"] == "delete":
+        return TaskDeletion(revision=row["revision"], id=row["id"], deleted_at=row["deleted_at"])
+    return TaskUpsert(revision=row["revision"], task=task_out(row))
 
 
 def one(row: asyncpg.Record | None) -> tuple[int, bytes, dict[str, str]]:

@@ -1,6 +1,7 @@
 """Benchmark the Todo API the way production runs it, against a framework-free ceiling, with wrk on loopback.
 
     python -m bench.run [small|large|smoke] [--connections 1,16,64] [--duration 5] [--workers 2] [--scenarios ...]
+    python -m bench.run soak [...]     the soak test instead (bench/soak.py)
 
 In order, printing progress as it goes:
 
@@ -44,7 +45,7 @@ import httpx
 from app.config import Settings
 from app.db import upgrade_schema
 from bench.report import Result, plot, ratio_table, update_docs, write_json
-from bench.seed import Population, seed_bulk, seed_users
+from bench.seed import Population, owners_with_completed_tasks, seed_bulk, seed_feed, seed_users
 from tests.support.databases import create_database, drop_database
 from tests.support.issuer import JWKSServer, SigningKey, mint, new_key
 from tests.support.servers import free_port, wait_until
@@ -58,14 +59,21 @@ TARGETS = {"service": ("app.main:create_app", True), "ceiling": ("bench.ceiling:
 SERVERS = ("uvicorn", "granian")
 DEEP_TASKS = 10_000
 PAGE = 50
+#: The changes behind each feed account's revision, each to a task of its own (bench/seed.py, seed_feed): the
+#: most a feed scenario reads, and the feed's largest page (ListTaskChanges takes limit ≤ 1000, its default).
+FEED_CHANGES = 1000
+#: Bulk deletes per second of a cell the harness seeds fresh users for (a user per request, see fresh_size): above
+#: what either target serves on this machine (the ceiling's single-task delete peaks under 5 000/s; a bulk delete
+#: takes a transaction and deletes 7 rows), so that every request deletes something. The run logs any that did not.
+BULK_DELETES_PER_SECOND = 3000
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     lua: str
-    accounts: str  # which population: "small", "deep", "bulk" or "fresh" (seeded anew for each run)
-    offset: int = 0
+    accounts: str  # which population: "small", "deep", "feed", "bulk" or "fresh" (seeded anew for each run)
+    offset: int = 0  # list-page: the page's offset; changes: how many changes back from the revision it reads
 
 
 SCENARIOS = [
@@ -80,6 +88,15 @@ SCENARIOS = [
     Scenario("update", "update", "small"),
     Scenario("toggle", "toggle", "small"),
     Scenario("delete", "delete", "fresh"),
+    # The change feed of an account that synced 1, 100 or 1 000 changes ago (nine in ten updates, one in ten
+    # tombstones); 1 000 is the feed's largest page (limit's maximum and default), read whole with has_more false.
+    Scenario("changes-1", "changes", "feed", offset=1),
+    Scenario("changes-100", "changes", "feed", offset=100),
+    Scenario("changes-1000", "changes", "feed", offset=FEED_CHANGES),
+    # "Toggle all" on 20-task users whose tasks all start open, alternating true and false: 20 rows each time.
+    Scenario("bulk-complete", "bulk-complete", "fresh"),
+    # "Clear completed": each request a fresh 20-task user's first, deleting its 7 completed tasks.
+    Scenario("bulk-delete-completed", "bulk-delete-completed", "fresh"),
     Scenario("unauthorized", "unauthorized", "small"),
     Scenario("mixed", "mixed", "fresh"),
 ]
@@ -101,20 +118,25 @@ class Profile:
     users: int
     tasks_per_user: int
     deep_users: int
+    #: Users with FEED_CHANGES changes behind their revision, for the change feed scenarios.
+    feed_users: int
     bulk_users: int = 0
     bulk_tasks_per_user: int = 0
 
     def describe(self) -> str:
         text = f"{self.users:,} users × {self.tasks_per_user} tasks, {self.deep_users} user × {DEEP_TASKS:,} tasks"
+        text += f", {self.feed_users} users × {FEED_CHANGES:,} changes"
         if self.bulk_users:
             text += f", {self.bulk_users:,} users × {self.bulk_tasks_per_user} tasks"
         return text
 
 
 PROFILES = {
-    "smoke": Profile(users=20, tasks_per_user=5, deep_users=1),
-    "small": Profile(users=1000, tasks_per_user=20, deep_users=1),
-    "large": Profile(users=1000, tasks_per_user=20, deep_users=1, bulk_users=100_000, bulk_tasks_per_user=100),
+    "smoke": Profile(users=20, tasks_per_user=5, deep_users=1, feed_users=2),
+    "small": Profile(users=1000, tasks_per_user=20, deep_users=1, feed_users=100),
+    "large": Profile(
+        users=1000, tasks_per_user=20, deep_users=1, feed_users=100, bulk_users=100_000, bulk_tasks_per_user=100
+    ),
 }
 
 
@@ -236,12 +258,16 @@ def write_accounts(
     population: Population | dict[str, list[Any]],
     cursors: dict[str, str] | None = None,
 ) -> Path:
-    """The accounts file scenario.lua reads: ``<user> <token> [cursor=<cursor>] <task id> …`` per line."""
+    """The accounts file scenario.lua reads: ``<user> <token> [cursor=<cursor>] [revision=<revision>] <task id> …``
+    per line."""
     tasks = population.tasks if isinstance(population, Population) else population
+    revisions = population.revisions if isinstance(population, Population) else {}
     with path.open("w") as out:
         for user, task_ids in tasks.items():
             cursor = [f"cursor={cursors[user]}"] if cursors and user in cursors else []
-            out.write(" ".join([user, bench_token(user, key), *cursor, *(str(t) for t in task_ids)]) + "\n")
+            revision = [f"revision={revisions[user]}"] if user in revisions else []
+            words = [user, bench_token(user, key), *cursor, *revision, *(str(t) for t in task_ids)]
+            out.write(" ".join(words) + "\n")
     return path
 
 
@@ -285,6 +311,37 @@ def walk_deep_accounts(servers: dict[str, str], key: SigningKey, deep: Populatio
         checked = ", ".join(servers)
         log(f"{user}: walked {pages} pages through the {walker}; its last page by cursor checked on {checked}")
     return cursors
+
+
+def check_feed(servers: dict[str, str], key: SigningKey, feed: Population, depths: list[int]) -> None:
+    """The feed accounts hold what the feed scenarios promise, on every target (one account; all are seeded
+    alike): a full sync (``since=0``) reports the revision the seed read, as a client would record it, and from
+    ``depth`` changes before it the feed is one page of exactly ``depth`` changes."""
+    user = next(iter(feed.tasks))
+    revision = feed.revisions[user]
+    headers = {"Authorization": f"Bearer {bench_token(user, key)}"}
+    for target, url in servers.items():
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            for since, count in [(0, None), *((revision - depth, depth) for depth in depths)]:
+                feed_page = client.get(f"/api/{user}/tasks/changes", params={"since": since}).raise_for_status().json()
+                held = len(feed_page["changes"])
+                if feed_page["revision"] != revision or feed_page["has_more"] or count not in {None, held}:
+                    raise RuntimeError(f"{target}: {user}'s feed since {since} is not {count} changes to {revision}")
+    checked = ", ".join(servers)
+    log(f"{user}: a full sync reports revision {revision}; since=revision-n brings n changes, {depths}: {checked}")
+
+
+def fresh_size(scenario: Scenario, profile: Profile, duration: int) -> tuple[int, int, int]:
+    """Users, tasks per user and ``completed_every`` (bench/seed.py, seed_users) of a writing scenario's fresh
+    population. Deletes get a supply they cannot exhaust; a bulk delete takes a user's completed tasks at once,
+    so it gets a user per request; "toggle all" gets users whose tasks are all open, so it changes every one."""
+    if scenario.name == "delete":
+        return profile.users, max(20, 15_000 * duration // profile.users), 3
+    if scenario.name == "bulk-delete-completed":
+        return max(profile.users, BULK_DELETES_PER_SECOND * duration), 20, 3
+    if scenario.name == "bulk-complete":
+        return profile.users, 20, 0
+    return profile.users, 20, 3
 
 
 def connections_per_worker(server_pid: int, port: int) -> list[int]:
@@ -350,6 +407,11 @@ def to_result(target: str, scenario: Scenario, connections: int, raw: dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["soak"]:  # `just bench soak`: ten minutes at half the maximum, see bench/soak.py
+        from bench.soak import main as soak  # noqa: PLC0415 - bench.soak imports this module
+
+        return soak(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("profile", nargs="?", choices=sorted(PROFILES), default="small")
     parser.add_argument("--connections", default="1,16,64")
@@ -393,9 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"seeding {profile.describe()}")
         small = asyncio.run(seed_users(database_url, profile.users, profile.tasks_per_user, prefix="s"))
         deep = asyncio.run(seed_users(database_url, profile.deep_users, DEEP_TASKS, prefix="d"))
+        feed = asyncio.run(seed_feed(database_url, profile.feed_users, FEED_CHANGES, prefix="f"))
         accounts = {
             "small": write_accounts(work / "small.txt", key, small),
             "deep": write_accounts(work / "deep.txt", key, deep),
+            "feed": write_accounts(work / "feed.txt", key, feed),
         }
         if profile.bulk_users:
             log(f"seeding {profile.bulk_users * profile.bulk_tasks_per_user:,} more tasks inside PostgreSQL")
@@ -416,23 +480,38 @@ def main(argv: list[str] | None = None) -> int:
             if any(scenario.lua == "list-cursor" for scenario in scenarios):
                 cursors = walk_deep_accounts({target: url for target, (_, url) in servers.items()}, key, deep)
                 accounts["deep"] = write_accounts(work / "deep.txt", key, deep, cursors)
+            if depths := [scenario.offset for scenario in scenarios if scenario.lua == "changes"]:
+                check_feed({target: url for target, (_, url) in servers.items()}, key, feed, depths)
             runs = 0
             for scenario in scenarios:
                 for count in connections:
                     for target, (process, url) in servers.items():
                         scenario_accounts = accounts.get(scenario.accounts)
+                        fresh = Population(tasks={})
                         if scenario.accounts == "fresh":
                             runs += 1
-                            # Writers get their own 20-task users each run; deletes a supply they cannot exhaust.
-                            per_user = (
-                                max(20, 15_000 * args.duration // profile.users) if scenario.name == "delete" else 20
-                            )
+                            # Writers get users of their own each run (fresh_size: how many, and how full).
+                            users, per_user, completed_every = fresh_size(scenario, profile, args.duration)
                             fresh = asyncio.run(
-                                seed_users(database_url, profile.users, per_user, prefix=f"w{runs:04d}")
+                                seed_users(
+                                    database_url,
+                                    users,
+                                    per_user,
+                                    prefix=f"w{runs:04d}",
+                                    completed_every=completed_every,
+                                )
                             )
                             scenario_accounts = write_accounts(work / "fresh.txt", key, fresh)
                         assert scenario_accounts is not None
                         raw, spread = run_wrk(url, scenario, scenario_accounts, count, args.duration, process.pid)
+                        if scenario.lua == "bulk-delete-completed":
+                            # Each request clears at most one user: the others found nothing left to delete.
+                            left = asyncio.run(owners_with_completed_tasks(database_url, list(fresh.tasks)))
+                            cleared = len(fresh.tasks) - left
+                            log(
+                                f"{target:>8} {scenario.name}: {raw['requests']:,} requests cleared {cleared:,} of "
+                                f"{len(fresh.tasks):,} users; {max(0, raw['requests'] - cleared):,} deleted nothing"
+                            )
                         result = to_result(target, scenario, count, raw, peak_rss_mb(process.pid))
                         result.connections_per_worker = spread
                         results.append(result)
