@@ -78,7 +78,7 @@ lock:
     python3 -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); [v.pop("funding", None) for v in d.get("packages", {}).values()]; open(p, "w").write(json.dumps(d, indent=2) + "\n")' tests/interop/better-auth/package-lock.json
     ! git grep -nE 'https?://' -- '*.lock' '*lock.json'
 
-# Benchmark with wrk on loopback against PostgreSQL (see docs/benchmarks.md); arguments go to bench/run.py
+# Benchmark with wrk on loopback against PostgreSQL (see docs/benchmarks.md); arguments go to bench/run.py; `just bench soak` runs the soak test (bench/soak.py)
 bench *args: install
     {{ python }} -m bench.run {{ args }}
 
