@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import jwt
-import uvicorn
 from advanced_alchemy.extensions.litestar import AlembicCommands
 from sqlalchemy.exc import DBAPIError
 
 from app.config import ConfigError, Settings, load_settings
 from app.db import DatabaseUnreachableError, alchemy_config, create_engine, upgrade_schema, wait_for_database
 from app.docs import install_scalar_bundle
+from app.workers import run as workers_run
 
 #: How long a SIGTERM waits for requests in flight before closing anyway.
 GRACEFUL_SHUTDOWN_SECONDS = 30
@@ -79,13 +79,15 @@ def _serve(settings: Settings, *, reload: bool) -> None:
         metrics_dir = Path(tempfile.mkdtemp(prefix="todo-api-metrics-"))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
-    uvicorn.run(
+    # A listening socket per worker (app/workers.py): uvicorn's shared one let a burst of connections all land on
+    # one worker.
+    workers_run(
         "app.main:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         reload=reload,
-        workers=None if reload else workers,
+        workers=1 if reload else workers,
         log_level=settings.log_level.lower(),
         access_log=False,  # the service logs every request itself, with its request id and route
         server_header=False,

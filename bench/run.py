@@ -56,7 +56,9 @@ LUA = ROOT / "bench" / "wrk" / "scenario.lua"
 ISSUER = "http://127.0.0.1:3000"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGETS = {"service": ("app.main:create_app", True), "ceiling": ("bench.ceiling:app", False)}
-SERVERS = ("uvicorn", "granian")
+#: "uvicorn" as ``python -m app serve`` runs it (app/workers.py: a listening socket per worker), "uvicorn-shared"
+#: as uvicorn's own ``--workers`` (one socket shared by the workers), and granian.
+SERVERS = ("uvicorn", "uvicorn-shared", "granian")
 DEEP_TASKS = 10_000
 PAGE = 50
 #: The changes behind each feed account's revision, each to a task of its own (bench/seed.py, seed_feed): the
@@ -156,6 +158,11 @@ def server_command(server: str, target: str, port: int, workers: int) -> list[st
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--loop", "uvloop",
             "--no-ws", "--log-level", "warning", "--no-access-log", app,
         ]  # fmt: skip
+    if server == "uvicorn":
+        return [
+            sys.executable, "-m", "app.workers", app, *(["--factory"] if factory else []),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
+        ]  # fmt: skip
     return [
         sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
@@ -183,7 +190,7 @@ def start_target(
         "JWT_AUDIENCE": ISSUER,
         # Production's default: the service writes its line per request (to stdout, discarded here; a
         # container runtime's pipe costs the same write).
-        "LOG_LEVEL": "INFO",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
         # Production limits, raised past what one benchmark user sends: the limiter still runs on every
         # request (so its cost is measured) but never answers 429, which would be measured as errors.
         "RATE_LIMIT_PER_MINUTE": "100000000",
@@ -534,7 +541,10 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "description": profile.describe(),
         "workers": args.workers,
-        "server": "granian (uvloop)" if args.server == "granian" else "uvicorn (uvloop, httptools)",
+        "server": {
+            "granian": "granian (uvloop)",
+            "uvicorn-shared": "uvicorn (uvloop, httptools), one socket shared by the workers",
+        }.get(args.server, "uvicorn (uvloop, httptools), a socket per worker"),
         "duration_s": args.duration,
         "connections": connections,
         "cpus": os.cpu_count(),
