@@ -132,6 +132,60 @@ def targets_table(run: dict[str, Any], results: list[Result]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Issue 14's targets: the tail within twice the ceiling's and under a second, half the ceiling's throughput.
+TAIL_FACTOR = 2.0
+TAIL_LIMIT_MS = 1000.0
+TAIL_SCENARIOS = (
+    "get", "list", "list-page-20", "list-page-10k-start", "list-page-10k-end", "create", "update", "toggle", "delete",
+    "mixed",
+)  # fmt: skip
+HALF_TARGET = 0.50
+
+
+def tail_targets_table(results: list[Result]) -> str:
+    """Each target of issue 14 against this run: the tail at the most connections, throughput at 16 and more."""
+    top = max((r.connections for r in results), default=0)
+    pairs = [(s, c) for s, c in _pairs(results) if c is not None and c.rps]
+    rows: list[tuple[str, str, bool]] = []
+    tails = [(s, c) for s, c in pairs if s.connections == top and s.scenario in TAIL_SCENARIOS and c.p99_ms]
+    if tails:
+        rows.append(
+            (
+                f"p99 at {top} connections ≤ {TAIL_FACTOR:g}× the ceiling's (get, list, pages, create, update, "
+                "toggle, delete, mixed)",
+                ", ".join(f"{s.scenario} {s.p99_ms / c.p99_ms:.1f}×" for s, c in tails),
+                all(s.p99_ms <= TAIL_FACTOR * c.p99_ms for s, c in tails),
+            )
+        )
+    slowest = [s for s, _ in pairs if s.connections == top and s.p99_ms > TAIL_LIMIT_MS]
+    rows.append(
+        (
+            f"no scenario's p99 above {TAIL_LIMIT_MS / 1000:g} s at {top} connections",
+            ", ".join(f"{s.scenario} {s.p99_ms:,.0f} ms" for s in slowest) or "none",
+            not slowest,
+        )
+    )
+    loaded = [
+        (s, c)
+        for s, c in pairs
+        if s.connections >= 16 and s.scenario != "unauthorized"  # the 401 path: no database
+    ]
+    if loaded:
+        held = [s for s, c in loaded if s.rps / c.rps >= HALF_TARGET]
+        below = sorted(loaded, key=lambda pair: pair[0].rps / pair[1].rps)
+        rows.append(
+            (
+                f"≥ {HALF_TARGET:.0%} of the ceiling at 16 and more connections, every scenario touching the database",
+                f"{len(held)} of {len(loaded)} cells; lowest "
+                + ", ".join(f"{s.scenario} × {s.connections} {s.rps / c.rps:.0%}" for s, c in below[:3]),
+                len(held) == len(loaded),
+            )
+        )
+    lines = ["| target | this run | holds |", "|---|---|---|"]
+    lines += [f"| {target} | {measured} | {'yes' if ok else '**no**'} |" for target, measured, ok in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _depth(figures: dict[tuple[str, int], Result], deep: str, shallow: str, count: int) -> float | None:
     """How many times slower (p50) a deep page is than the shallow one, at ``count`` connections."""
     if (deep, count) not in figures or (shallow, count) not in figures or not figures[(shallow, count)].p50_ms:
@@ -148,7 +202,8 @@ def update_docs(run: dict[str, Any], results: list[Result], plots: list[Path]) -
         f"{begin}\nRun {run['started']}: profile `{profile}` ({run['description']}), {run['workers']} worker(s) "
         f"of {run['server']} for each target, {run['duration_s']} s per cell, {run['cpus']} CPUs shared by the "
         f"servers, PostgreSQL and wrk. Raw figures: `{run['results_file']}`.\n\n{ratio_table(results)}\n"
-        f"Issue 5's targets against this run:\n\n{targets_table(run, results)}{images}{end}"
+        f"Issue 5's targets against this run:\n\n{targets_table(run, results)}\n"
+        f"Issue 14's targets against this run:\n\n{tail_targets_table(results)}{images}{end}"
     )
     text = DOCS.read_text()
     if begin in text:
