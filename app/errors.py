@@ -85,6 +85,13 @@ class DomainError(Exception):
         self.context = context
 
 
+class IncompleteRequestError(DomainError):
+    """The client closed its connection before the whole request body arrived: its request, not the service,
+    failed (nobody reads the answer; the status is for the request log, metrics and audit)."""
+
+    detail = "The connection was closed before the request body was complete."
+
+
 class InvalidFieldError(DomainError):
     """A well-formed value the domain refuses (a revision from the future, say): 422 naming the field."""
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from litestar import Request
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 
-from app.errors import FieldError, problem_response
+from app.errors import FieldError, IncompleteRequestError, problem_response
 
 __all__ = (
     "HEAD_REQUEST",
@@ -124,3 +124,41 @@ def answer_head_like_get(app: ASGIApp) -> ASGIApp:
             scope["method"] = "HEAD"  # the request log names the method the client used
 
     return head_as_get
+
+
+def refuse_incomplete_bodies(app: ASGIApp) -> ASGIApp:
+    """A client that hangs up before its request body is complete gets a 400 in the books, not a 500.
+
+    Litestar's body reader turns an ``http.disconnect`` met mid-body into ``InternalServerException("client
+    disconnected prematurely")``, which the service would count, log and audit as a server error, although only
+    the client went away (a browser aborting an upload, a load generator stopping). The request's ``receive``
+    raises :class:`~app.errors.IncompleteRequestError` instead. Only for a request that announced a body, and
+    only until that body is complete: afterwards a disconnect passes through as it is, which is how a
+    long-running response (an event stream) learns that its client left.
+    """
+
+    async def watched(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or not _announces_body(scope):
+            await app(scope, receive, send)
+            return
+        complete = False
+
+        async def receive_until_complete() -> ReceiveMessage:
+            nonlocal complete
+            message = await receive()
+            if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect" and not complete:
+                raise IncompleteRequestError
+            return message
+
+        await app(scope, receive_until_complete, send)
+
+    return watched
+
+
+def _announces_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in {b"0", b""}):
+            return True
+    return False

@@ -20,7 +20,7 @@ from app.docs import SCALAR_CDN_URL, ScalarDocs, docs_assets_router
 from app.errors import exception_handlers
 from app.headers import docs_csp, security_headers_hook
 from app.health import HealthController, ReadinessCache
-from app.http_layers import answer_head_like_get, limit_request_headers
+from app.http_layers import answer_head_like_get, limit_request_headers, refuse_incomplete_bodies
 from app.idempotency import purge_expired_keys
 from app.observability.audit import configure_audit_logging
 from app.observability.failures import record_failure
@@ -161,8 +161,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     # Layers around the app's own ASGI handler (outside routing and every route middleware), outermost first:
     # the log sees every request, the router's 404s and 405s too; HEAD is routed as GET; oversized headers are
     # refused before authentication or rate limits spend anything on them; a refused CORS preflight is answered
-    # before Litestar's CORS middleware would answer it in text/plain.
+    # before Litestar's CORS middleware would answer it in text/plain. A body cut short by the client is the
+    # client's failure (400), not the server's.
     app.asgi_handler = log_requests(
-        answer_head_like_get(limit_request_headers(refuse_preflights_as_problems(app.asgi_handler, cors)))
+        refuse_incomplete_bodies(
+            answer_head_like_get(limit_request_headers(refuse_preflights_as_problems(app.asgi_handler, cors)))
+        )
     )
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from app.errors import NotFoundError, ServiceUnavailableError, exception_handler
 from tests.support.environment import service_environment as service_env
 from tests.support.factories import Account
 from tests.support.issuer import JWKSServer
-from tests.support.servers import ApiServer
+from tests.support.servers import ApiServer, wait_until
 
 LIST_ROUTE = "/api/{user_id}/tasks"
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +205,27 @@ def test_metrics_add_up_the_traffic_of_every_worker(start_service: Callable[...,
     ]
     assert moved == [20, 20, 20, 20]  # whichever worker answers, it reports both
     assert value(scrapes[-1], "todo_api_db_pool_connections_max") == 32  # 2 workers x 16
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_its_failure_not_a_server_error(
+    start_service: Callable[..., ApiServer], alice: Account
+) -> None:
+    service = start_service(LOG_LEVEL="INFO")
+    body = b'{"title": "cut short'
+    head = (
+        f"POST {alice.tasks_url()} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {alice.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\nX-Request-ID: cut-1\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as connection:
+        connection.sendall(head.encode() + body)  # headers and part of the body, then the client hangs up
+
+    def logged() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in service.log().splitlines() if '"cut-1"' in line]
+
+    wait_until(lambda: any(line.get("event") == "request" for line in logged()), 30, "the request line of cut-1")
+    request_line = next(line for line in logged() if line.get("event") == "request")
+    assert request_line["status"] == 400
+    assert not [line for line in logged() if line.get("event") == "server.error"]
+    scrape = samples(httpx.get(f"{service.url}/metrics").text)
+    assert value(scrape, "todo_api_requests_total", path=LIST_ROUTE, status_code="400") == 1
+    assert value(scrape, "todo_api_requests_total", path=LIST_ROUTE, status_code="500") == 0
