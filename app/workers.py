@@ -35,8 +35,14 @@ def balances_reuse_port() -> bool:
 
 def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` sockets bound to ``host:port`` with ``SO_REUSEPORT`` (not listening yet: each worker listens on
-    its own). Port 0 binds the first to a free port and the others to the same one."""
+    its own); ``OSError`` if another socket holds the port. Port 0 takes a free port for all of them."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # A port another server holds must fail to bind, as uvicorn's own socket does: with SO_REUSEPORT a second
+    # server of the same user (one started twice by mistake) would otherwise silently share its connections.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -109,7 +115,11 @@ def run(app: str, *, workers: int, **options: Any) -> None:
 
         uvicorn.run(app, workers=workers, **options)
         return
-    sockets = bind_sockets(config.host, config.port, workers)
+    try:
+        sockets = bind_sockets(config.host, config.port, workers)
+    except OSError as exc:
+        logging.getLogger("uvicorn.error").error("Cannot listen on %s:%d: %s", config.host, config.port, exc)
+        sys.exit(STARTUP_FAILURE)
     host, port = sockets[0].getsockname()[:2]
     logging.getLogger("uvicorn.error").info(
         "Uvicorn running on http://%s:%d, a socket per worker (Press CTRL+C to quit)", host, port

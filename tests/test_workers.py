@@ -88,3 +88,12 @@ def test_sockets_for_workers_share_one_port_even_when_the_port_is_chosen_by_the_
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_a_port_another_server_listens_on_is_refused_even_if_it_shares_with_reuse_port() -> None:
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError, match="Address already in use"):
+            bind_sockets("127.0.0.1", other.getsockname()[1], 2)
