@@ -20,12 +20,10 @@ import sys
 from typing import Any
 
 from uvicorn import Config
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 __all__ = ("bind_sockets", "run")
-
-#: uvicorn's exit status when a worker cannot start (``uvicorn.server.STARTUP_FAILURE``).
-STARTUP_FAILURE = 3
 
 
 def balances_reuse_port() -> bool:
