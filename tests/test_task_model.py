@@ -231,3 +231,32 @@ async def test_creating_after_an_unknown_task_is_422_and_writes_nothing(
     assert response.status_code == 422
     assert [error["field"] for error in response.json()["errors"]] == ["after"]
     assert await listed(client, alice) == []
+
+
+#: Instants whose offset puts them outside the years 1 to 9999 once in UTC: Python cannot hold them.
+BEYOND_UTC = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"]
+
+
+@pytest.mark.parametrize("moment", BEYOND_UTC)
+async def test_a_due_date_beyond_the_years_utc_can_hold_is_422_naming_it(
+    client: httpx.AsyncClient, alice: Account, moment: str
+) -> None:
+    created = await client.post(alice.tasks_url(), json={"title": "t", "due_at": moment}, headers=alice.headers)
+    task = await create_task(client, alice, title="kept")
+    updated = await client.put(alice.tasks_url(task["id"]), json={"due_at": moment}, headers=alice.headers)
+
+    for response in (created, updated):
+        assert response.status_code == 422, response.text
+        assert [error["field"] for error in response.json()["errors"]] == ["due_at"]
+
+
+@pytest.mark.parametrize("moment", BEYOND_UTC)
+@pytest.mark.parametrize("name", ["due_before", "due_after"])
+async def test_a_due_filter_beyond_the_years_utc_can_hold_is_422_naming_it(
+    client: httpx.AsyncClient, alice: Account, name: str, moment: str
+) -> None:
+    for extra in ({}, {"cursor": "0"}):
+        response = await client.get(alice.tasks_url(), params={name: moment, **extra}, headers=alice.headers)
+
+        assert response.status_code == 422, response.text
+        assert name in {error["field"] for error in response.json()["errors"]}

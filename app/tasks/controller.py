@@ -48,6 +48,7 @@ from app.tasks.schemas import (
     TaskSort,
     TasksUpdated,
     TaskUpdate,
+    check_in_utc_range,
 )
 from app.tasks.service import RevisionExpiredError, TaskService
 from app.users.owner import Owner, provide_owner
@@ -260,6 +261,7 @@ class TaskController(Controller):
         data: JSONBody[TaskCreate],
     ) -> Response[TaskRead]:
         """Create a task owned by the caller. `id`, `user_id` and timestamps in the body are ignored."""
+        check_in_utc_range(data.due_at, "due_at", "body")
 
         async def create() -> Response[TaskRead]:
             task = await tasks.create(data)
@@ -375,6 +377,7 @@ class TaskController(Controller):
         if_match: IfMatch = None,
     ) -> Response[TaskRead]:
         """Change only the fields present in the body; `description: null` clears the description."""
+        check_in_utc_range(None if data.due_at is msgspec.UNSET else data.due_at, "due_at", "body")
         return await idempotency.respond(lambda: _shown(tasks.update(task_id, data, if_match_versions(if_match))))
 
     @delete(
@@ -453,6 +456,7 @@ def _moment(name: str, value: str | None) -> datetime | None:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise InvalidFieldError(name, "Expected an RFC 3339 date-time with its offset, e.g. 2026-12-24T18:00:00Z.")
+    check_in_utc_range(moment, name, "query")
     return moment
 
 

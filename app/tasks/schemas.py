@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from litestar.dto import MsgspecDTO
 from litestar.exceptions import HTTPException
 from litestar.typing import FieldDefinition
 
+from app.errors import FieldSource, InvalidFieldError
 from app.models import DESCRIPTION_MAX_LENGTH, TITLE_MAX_LENGTH
 
 __all__ = (
@@ -268,3 +269,14 @@ class StrictJSON(MsgspecDTO[T], Generic[T]):
     @classmethod
     def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Any:
         return schema_creator.for_field_definition(FieldDefinition.from_annotation(cls.model_type))
+
+
+def check_in_utc_range(moment: datetime | None, field: str, source: FieldSource) -> None:
+    """422 naming ``field`` unless ``moment`` is an instant Python can hold in UTC: an offset can carry a date-time
+    of year 1 or 9999 past the years ``datetime`` has, and every due date is compared and stored in UTC."""
+    if moment is None:
+        return
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidFieldError(field, "The date-time is outside the years 1 to 9999 once in UTC.", source) from None
