@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -237,3 +238,15 @@ async def test_feed_requests_are_counted_by_kind(client: httpx.AsyncClient, db: 
         "incremental": 1,
         "expired": 1,
     }
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["since=0.0", "since=&since=0", "since=1&since=2", "since={'':+'null'}&since=0.0&limit=1"],
+)
+async def test_a_since_that_is_not_one_whole_number_is_422(
+    client: httpx.AsyncClient, alice: Account, query: str
+) -> None:
+    response = await client.get(f"{alice.tasks_url()}/changes?{query}", headers=alice.headers)
+
+    assert response.status_code == 422, response.text
