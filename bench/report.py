@@ -127,9 +127,7 @@ def targets_table(run: dict[str, Any], results: list[Result]) -> str:
                     all(own <= bound for _, own, _ in measured),
                 )
             )
-    lines = ["| target | this run | holds |", "|---|---|---|"]
-    lines += [f"| {target} | {measured} | {'yes' if ok else '**no**'} |" for target, measured, ok in rows]
-    return "\n".join(lines) + "\n"
+    return _verdicts(rows)
 
 
 #: Issue 14's targets: the tail within twice the ceiling's and under a second, half the ceiling's throughput.
@@ -181,6 +179,11 @@ def tail_targets_table(results: list[Result]) -> str:
                 len(held) == len(loaded),
             )
         )
+    return _verdicts(rows)
+
+
+def _verdicts(rows: list[tuple[str, str, bool]]) -> str:
+    """Targets as a table: what was asked, what was measured, whether it holds."""
     lines = ["| target | this run | holds |", "|---|---|---|"]
     lines += [f"| {target} | {measured} | {'yes' if ok else '**no**'} |" for target, measured, ok in rows]
     return "\n".join(lines) + "\n"
@@ -196,20 +199,27 @@ def _depth(figures: dict[tuple[str, int], Result], deep: str, shallow: str, coun
 def update_docs(run: dict[str, Any], results: list[Result], plots: list[Path]) -> None:
     """Replace the results block of docs/benchmarks.md for this profile with this run."""
     profile = run["profile"]
-    begin, end = f"<!-- bench:{profile}:begin -->", f"<!-- bench:{profile}:end -->"
-    images = "".join(f"\n![{p.stem}](benchmarks/{p.name})\n" for p in plots)
-    block = (
-        f"{begin}\nRun {run['started']}: profile `{profile}` ({run['description']}), {run['workers']} worker(s) "
+    body = (
+        f"Run {run['started']}: profile `{profile}` ({run['description']}), {run['workers']} worker(s) "
         f"of {run['server']} for each target, {run['duration_s']} s per cell, {run['cpus']} CPUs shared by the "
         f"servers, PostgreSQL and wrk. Raw figures: `{run['results_file']}`.\n\n{ratio_table(results)}\n"
         f"Issue 5's targets against this run:\n\n{targets_table(run, results)}\n"
-        f"Issue 14's targets against this run:\n\n{tail_targets_table(results)}{images}{end}"
+        f"Issue 14's targets against this run:\n\n{tail_targets_table(results)}"
     )
+    write_block(profile, body, plots, heading=f"### Profile `{profile}`")
+
+
+def write_block(name: str, body: str, plots: list[Path], heading: str) -> None:
+    """Put ``body`` and the plots between docs/benchmarks.md's ``bench:<name>`` markers, replacing what was there;
+    the first time, append them at the end under ``heading``."""
+    begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
+    images = "".join(f"\n![{p.stem}](benchmarks/{p.name})\n" for p in plots)
+    block = f"{begin}\n{body}{images}{end}"
     text = DOCS.read_text()
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
     else:
-        text = text.rstrip() + f"\n\n### Profile `{profile}`\n\n{block}\n"
+        text = text.rstrip() + f"\n\n{heading}\n\n{block}\n"
     DOCS.write_text(text)
 
 

@@ -32,7 +32,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shutil
 import time
 from collections import Counter
@@ -44,7 +43,7 @@ from typing import Any
 from app.config import Settings
 from app.db import upgrade_schema
 from app.sync.listener import LISTENER_APPLICATION_NAME
-from bench.report import DOCS, PLOTS
+from bench.report import PLOTS, write_block
 from bench.run import (
     DEFAULT_ADMIN_URL,
     LUA,
@@ -434,25 +433,18 @@ def plot(outcome: dict[str, Any]) -> list[Path]:
 
 def update_docs(outcome: dict[str, Any], plots: list[Path]) -> None:
     """Replace the soak block of docs/benchmarks.md (under "## Soak", added at the end the first time) with this run."""
-    begin, end = "<!-- bench:soak:begin -->", "<!-- bench:soak:end -->"
     run = outcome["run"]
     calibration = outcome["calibration"]
-    images = "".join(f"\n![{p.stem}](benchmarks/{p.name})\n" for p in plots)
-    block = (
-        f"{begin}\nRun {run['started']}: `just bench soak` — {run['minutes']} consecutive wrk runs of "
+    body = (
+        f"Run {run['started']}: `just bench soak` — {run['minutes']} consecutive wrk runs of "
         f"{run['minute_seconds']} s of the `mixed` scenario at {outcome['target_rps']:,.0f} req/s (half the "
         f"{calibration['rps']:,.0f} req/s measured at {run['connections']} connections over "
         f"{run['calibrate_seconds']} s), {run['connections']} connections each paced to one request per "
         f"{outcome['interval_ms']:g} ms, with {run['streams']} event streams open; profile `{run['profile']}`, "
         f"{run['workers']} uvicorn workers, {run['cpus']} CPUs shared by the service, PostgreSQL and wrk. Raw "
-        f"figures: `{run['results_file']}`.\n\n{minutes_table(outcome)}\n{criteria_table(outcome)}{images}{end}"
+        f"figures: `{run['results_file']}`.\n\n{minutes_table(outcome)}\n{criteria_table(outcome)}"
     )
-    text = DOCS.read_text()
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.DOTALL)
-    else:
-        text = text.rstrip() + f"\n\n## Soak\n\n{block}\n"
-    DOCS.write_text(text)
+    write_block("soak", body, plots, heading="## Soak")
 
 
 # --- main ---------------------------------------------------------------------------------------------
